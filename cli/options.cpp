@@ -1,0 +1,42 @@
+// Size and duration options: the text goes through kaclone's own parsers so that the command
+// line, the desc files and the manifests agree on what "64M" means.
+#include "options.hpp"
+
+#include <kaclone/units.hpp>
+
+namespace kaclone::cli {
+namespace {
+
+// Turns a parser's result into the value or a CLI11 conversion error (a usage error, exit 2).
+template <class T>
+T value_or_usage_error(result<T> parsed, const std::string& name) {
+    if (!parsed) throw CLI::ConversionError(name + ": " + parsed.error().message());
+    return *std::move(parsed);
+}
+
+}  // namespace
+
+CLI::Option* add_bytes_option(CLI::App& app, const std::string& name, std::uint64_t& bytes,
+                              const std::string& description) {
+    auto* option = app.add_option_function<std::string>(
+        name,
+        [&bytes, name](const std::string& text) {
+            bytes = value_or_usage_error(parse_bytes(text), name);
+        },
+        description);
+    return option->type_name("SIZE")->default_str(format_bytes(bytes));
+}
+
+CLI::Option* add_duration_option(CLI::App& app, const std::string& name,
+                                 std::chrono::milliseconds& duration,
+                                 const std::string& description) {
+    auto* option = app.add_option_function<std::string>(
+        name,
+        [&duration, name](const std::string& text) {
+            duration = value_or_usage_error(parse_duration(text), name);
+        },
+        description);
+    return option->type_name("DURATION")->default_str(std::to_string(duration.count()) + "ms");
+}
+
+}  // namespace kaclone::cli

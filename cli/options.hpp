@@ -1,0 +1,22 @@
+// CLI11 options for the value kinds kaclone uses everywhere: sizes and durations.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+namespace kaclone::cli {
+
+// An option taking a size ("64M", "1G", "4096"), parsed by kaclone::parse_bytes; a bad value
+// is a usage error naming the option and the text.
+CLI::Option* add_bytes_option(CLI::App& app, const std::string& name, std::uint64_t& bytes,
+                              const std::string& description);
+
+// An option taking a duration ("500ms", "60s", "2m"), parsed by kaclone::parse_duration.
+CLI::Option* add_duration_option(CLI::App& app, const std::string& name,
+                                 std::chrono::milliseconds& duration,
+                                 const std::string& description);
+
+}  // namespace kaclone::cli
