@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The kaclone executable's command line: help lists every command, usage errors exit 2 with a
+# one-line reason and a hint, commands not built yet say so and exit 1.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+commands=(serve join go status desc layout fixup version)
+
+run_capture "$KACLONE" --help
+expect_eq "kaclone --help exit code" "$rc" 0
+for c in "${commands[@]}"; do
+    grep -qE "^  $c +[A-Z]" <<<"$out" || fail "kaclone --help does not list '$c':
+$out"
+done
+
+for c in "${commands[@]}"; do
+    run_capture "$KACLONE" "$c" --help
+    expect_eq "kaclone $c --help exit code" "$rc" 0
+    grep -q "^Usage: kaclone $c " <<<"$out" || fail "kaclone $c --help has no usage line:
+$out"
+done
+
+run_capture "$KACLONE" serve --bogus
+expect_eq "serve --bogus exit code" "$rc" 2
+expect_eq "serve --bogus message" "$err" "kaclone serve: The following argument was not expected: --bogus
+Run 'kaclone serve --help' for usage."
+expect_eq "serve --bogus stdout" "$out" ""
+
+run_capture "$KACLONE" join --retries
+expect_eq "join --retries (no value) exit code" "$rc" 2
+expect_eq "join --retries message" "$err" "kaclone join: --retries: 1 required UINT missing
+Run 'kaclone join --help' for usage."
+
+run_capture "$KACLONE" serve --buffer 12X
+expect_eq "serve --buffer 12X exit code" "$rc" 2
+expect_eq "serve --buffer 12X message" "$err" "kaclone serve: --buffer: '12X' (use B, K, M, G, T or P): unknown unit
+Run 'kaclone serve --help' for usage."
+
+run_capture "$KACLONE" layout /dev/null
+expect_eq "layout without DESC exit code" "$rc" 2
+expect_eq "layout without DESC message" "$err" "kaclone layout: DESC is required
+Run 'kaclone layout --help' for usage."
+
+run_capture "$KACLONE" frobnicate
+expect_eq "unknown command exit code" "$rc" 2
+expect_eq "unknown command message" "$err" "kaclone: unknown command 'frobnicate'
+Run 'kaclone --help' for the commands."
+
+run_capture "$KACLONE"
+expect_eq "no command exit code" "$rc" 2
+grep -q "^Usage: kaclone " <<<"$err" || fail "kaclone without a command shows no usage: $err"
+
+run_capture "$KACLONE" version
+expect_eq "version exit code" "$rc" 0
+expect_eq "version first line" "$(head -n1 <<<"$out")" "kaclone 0.1.0"
+
+run_capture "$KACLONE" go
+expect_eq "go (not built) exit code" "$rc" 1
+expect_eq "go (not built) message" "$err" "kaclone go: not built yet in kaclone 0.1.0"
+
+echo "PASS: cli usage"
