@@ -1,6 +1,8 @@
 // parse_bytes, parse_duration, format_bytes, format_rate.
 #include <kaclone/units.hpp>
 
+#include <ostream>
+
 #include <gtest/gtest.h>
 
 #include <kaclone/error_category.hpp>
@@ -12,6 +14,9 @@ struct bytes_case {
     const char* text;
     std::uint64_t bytes;
 };
+
+// Test names show the text being parsed, not the bytes of the struct.
+void PrintTo(const bytes_case& c, std::ostream* os) { *os << '"' << c.text << '"'; }
 
 class ParseBytes : public ::testing::TestWithParam<bytes_case> {};
 
@@ -50,6 +55,8 @@ struct bad_case {
     errc code;
     const char* where;
 };
+
+void PrintTo(const bad_case& c, std::ostream* os) { *os << '"' << c.text << '"'; }
 
 class ParseBytesRejects : public ::testing::TestWithParam<bad_case> {};
 
