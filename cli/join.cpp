@@ -1,9 +1,15 @@
 // `kaclone join`: a node's side of a session.
+#include <cstdio>
 #include <memory>
 #include <string>
 
+#include <kaclone/session.hpp>
+
 #include "commands.hpp"
 #include "options.hpp"
+#include "progress.hpp"
+#include "relay_options.hpp"
+#include "stream_io.hpp"
 
 namespace kaclone::cli {
 namespace {
@@ -16,10 +22,52 @@ struct join_options {
     std::string disk;
     bool yes = false;
     unsigned retries = 5;
-    std::uint64_t buffer_bytes = 64ull << 20;
+    relay_config relay;
 };
 
-int run_join(const CLI::App& command, const join_options&) { return not_built_yet(command); }
+void log_line(const std::string& line) { std::fprintf(stderr, "kaclone join: %s\n", line.c_str()); }
+
+int run_join(const CLI::App& command, const join_options& opts) {
+    if (opts.sink.empty() && opts.exec.empty() && opts.disk.empty())
+        return usage_error(command, "--sink, --exec or --disk is required");
+    if (const auto problem = relay_options_problem(opts.relay); !problem.empty()) return usage_error(command, problem);
+    if (!opts.disk.empty()) return not_built_yet(command);
+    auto sink = opts.exec.empty() ? opened_sink::open_path(opts.sink) : opened_sink::exec(opts.exec);
+    if (!sink) {
+        log_line(sink.error().message());
+        return exit_failed;
+    }
+    relay_stats stats;
+    progress_line progress{"stored", 0};
+    join_config config;
+    config.session = opts.session;
+    config.server = opts.server;
+    config.retries = opts.retries;
+    config.sink = sink->sink();
+    config.relay = opts.relay;
+    config.on_tick = [&progress](const relay_stats& s) { progress.update(s.stored_bytes.load()); };
+    config.log = [&progress](const std::string& line) {
+        progress.clear();
+        log_line(line);
+    };
+    auto report = join_session(config, stats);
+    progress.clear();
+    auto finished = sink->finish();
+    if (!report) {
+        log_line(report.error().message());
+        return exit_failed;
+    }
+    if (!finished) {
+        log_line(finished.error().message());
+        return exit_failed;
+    }
+    const double secs = seconds(report->wall);
+    std::fprintf(stderr, "kaclone join: stored %llu bytes in %.2f s (%.1f MB/s), digest %s, peak RSS %.1f MiB\n",
+                 static_cast<unsigned long long>(report->stream.bytes), secs,
+                 secs > 0 ? static_cast<double>(report->stream.bytes) / secs / 1e6 : 0, report->stream.digest.hex().c_str(),
+                 static_cast<double>(peak_rss_bytes()) / (1 << 20));
+    return exit_ok;
+}
 
 }  // namespace
 
@@ -28,18 +76,21 @@ subcommand add_join(CLI::App& app) {
     auto* cmd = app.add_subcommand("join", "Join a session as a node: receive, store and forward its stream");
     cmd->footer(
         "Finds the server of the session by UDP broadcast (or uses --server), receives the\n"
-        "stream from its parent in the chain, stores it and forwards it to its child.\n\n"
+        "stream from its parent in the chain, verifies and stores it and forwards it to its child.\n"
+        "Exits 0 once the stream is stored and verified and the server has released the node.\n\n"
         "Examples:\n"
         "  kaclone join --disk /dev/sda --yes                     become a clone of the golden node\n"
-        "  kaclone join --sink image.raw --server 10.0.0.1        store a broadcast file");
+        "  kaclone join --sink image.raw --server 10.0.0.1        store a broadcast file\n"
+        "  kaclone join --exec 'tar x -C /data'                   pipe the stream into a command");
     cmd->add_option("--session", opts->session, "Session name to join")->capture_default_str();
-    cmd->add_option("--server", opts->server, "Server HOST[:PORT]; skips the broadcast discovery");
-    cmd->add_option("--sink", opts->sink, "Store the stream in a file, block device, directory or - (stdout)");
+    cmd->add_option("--server", opts->server, "Server HOST (asked directly) or HOST:PORT (its control port)");
+    cmd->add_option("--sink", opts->sink, "Store the stream in a file, block device or - (stdout)");
     cmd->add_option("--exec", opts->exec, "Pipe the stream into this shell command's stdin");
     cmd->add_option("--disk", opts->disk, "Lay out this disk and install the golden node's system on it");
     cmd->add_flag("--yes", opts->yes, "Confirm that --disk may be overwritten");
-    cmd->add_option("--retries", opts->retries, "Discovery attempts before giving up")->capture_default_str();
-    add_bytes_option(*cmd, "--buffer", opts->buffer_bytes, "Memory bound of the relay buffer on this node");
+    cmd->add_option("--retries", opts->retries, "Discovery attempts before giving up")->capture_default_str()->check(CLI::PositiveNumber);
+    add_bytes_option(*cmd, "--buffer", reinterpret_cast<std::uint64_t&>(opts->relay.buffer_bytes),
+                     "Memory bound of the relay buffer on this node (at least 4M)");
     cmd->get_option("--sink")->excludes(cmd->get_option("--exec"));
     cmd->get_option("--disk")->excludes(cmd->get_option("--sink"))->excludes(cmd->get_option("--exec"));
     return {cmd, [cmd, opts] { return run_join(*cmd, *opts); }};

@@ -1,5 +1,6 @@
 // The `kaclone` executable: parses the command line, runs the chosen subcommand, maps the
 // outcome to the exit code (0 ok, 1 failed, 2 usage). The only place that catches exceptions.
+#include <csignal>
 #include <cstdio>
 #include <exception>
 #include <string>
@@ -13,6 +14,12 @@ int not_built_yet(const CLI::App& command) {
     std::fprintf(stderr, "kaclone %s: not built yet in kaclone %s\n", command.get_name().c_str(),
                  KACLONE_VERSION);
     return exit_failed;
+}
+
+int usage_error(const CLI::App& command, const std::string& reason) {
+    std::fprintf(stderr, "kaclone %s: %s\nRun 'kaclone %s --help' for usage.\n", command.get_name().c_str(),
+                 reason.c_str(), command.get_name().c_str());
+    return exit_usage;
 }
 
 namespace {
@@ -74,6 +81,9 @@ int main_impl(int argc, char** argv) {
 }  // namespace kaclone::cli
 
 int main(int argc, char** argv) {
+    // Peers and --exec commands that go away are errors reported where they happen (EPIPE),
+    // never a silent death by SIGPIPE.
+    std::signal(SIGPIPE, SIG_IGN);
     try {
         return kaclone::cli::main_impl(argc, argv);
     } catch (const std::exception& e) {

@@ -1,10 +1,18 @@
 // `kaclone serve`: the golden node's side of a session.
+#include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include <kaclone/session.hpp>
+#include <kaclone/units.hpp>
+
 #include "commands.hpp"
 #include "options.hpp"
+#include "progress.hpp"
+#include "relay_options.hpp"
+#include "stream_io.hpp"
 
 namespace kaclone::cli {
 namespace {
@@ -17,10 +25,76 @@ struct serve_options {
     std::string desc;
     std::vector<std::string> excludes;
     std::uint16_t port = 0;
-    std::uint64_t buffer_bytes = 64ull << 20;
+    relay_config relay;
 };
 
-int run_serve(const CLI::App& command, const serve_options&) { return not_built_yet(command); }
+void log_line(const std::string& line) { std::fprintf(stderr, "kaclone serve: %s\n", line.c_str()); }
+
+// The table of every node and the summary line, on stdout. True when every node stored
+// exactly the source's bytes.
+bool print_report(const serve_report& report) {
+    std::printf("%-16s %-15s %-15s %12s %9s %-8s %s\n", "NODE", "ADDRESS", "PARENT", "BYTES", "MB/S", "DIGEST", "RESULT");
+    unsigned good = 0;
+    std::string failures;
+    for (const node_report& n : report.nodes) {
+        const bool digest_ok = n.reported && n.done.ok && n.done.digest == report.source.digest &&
+                               n.done.stored_bytes == report.source.bytes;
+        const double rate = n.done.seconds > 0 ? static_cast<double>(n.done.stored_bytes) / n.done.seconds / 1e6 : 0;
+        std::printf("%-16s %-15s %-15s %12llu %9.1f %-8s %s\n", n.name.substr(0, 16).c_str(), n.address.c_str(),
+                    n.parent_address.c_str(), static_cast<unsigned long long>(n.done.stored_bytes), rate,
+                    digest_ok ? "match" : "MISMATCH", digest_ok ? "ok" : "failed");
+        if (digest_ok) ++good;
+        else
+            failures += "  node " + std::to_string(n.node) + " (" + n.address + "): " +
+                        (!n.reported ? std::string("lost its control connection before reporting")
+                         : !n.done.ok ? n.done.message
+                                      : "stored " + std::to_string(n.done.stored_bytes) + " bytes with digest " + n.done.digest.hex()) +
+                        "\n";
+    }
+    const double wall = seconds(report.wall);
+    std::printf("kaclone serve: %u of %zu nodes stored %llu bytes (digest %s) in %.2f s, %.1f MB/s; "
+                "pipeline drained %.2f s after the source ended\n",
+                good, report.nodes.size(), static_cast<unsigned long long>(report.source.bytes),
+                report.source.digest.hex().c_str(), wall, wall > 0 ? static_cast<double>(report.source.bytes) / wall / 1e6 : 0,
+                seconds(report.source.drain));
+    if (!failures.empty()) std::printf("failed:\n%s", failures.c_str());
+    std::fflush(stdout);
+    return good == report.nodes.size();
+}
+
+int run_serve(const CLI::App& command, const serve_options& opts) {
+    if (opts.nodes == 0) return usage_error(command, "--nodes is required");
+    if (opts.source.empty() && opts.disk.empty()) return usage_error(command, "--source or --disk is required");
+    if (const auto problem = relay_options_problem(opts.relay); !problem.empty()) return usage_error(command, problem);
+    if (!opts.disk.empty()) return not_built_yet(command);
+    auto source = open_source(opts.source);
+    if (!source) {
+        log_line(source.error().message());
+        return exit_failed;
+    }
+    relay_stats stats;
+    progress_line progress{"sent", source->bytes};
+    serve_config config;
+    config.session = opts.session;
+    config.nodes = opts.nodes;
+    config.port = opts.port;
+    config.source_fd = source->fd;
+    config.source_bytes = source->bytes;
+    config.relay = opts.relay;
+    if (const char* flip = std::getenv("KACLONE_FAULT_FLIP_BYTE")) config.relay.fault_flip_byte = std::strtoull(flip, nullptr, 10);
+    config.on_tick = [&progress](const relay_stats& s) { progress.update(s.acked_bytes.load()); };
+    config.log = [&progress](const std::string& line) {
+        progress.clear();
+        log_line(line);
+    };
+    auto report = serve_session(config, stats);
+    progress.clear();
+    if (!report) {
+        log_line(report.error().message());
+        return exit_failed;
+    }
+    return print_report(*report) ? exit_ok : exit_failed;
+}
 
 }  // namespace
 
@@ -29,18 +103,20 @@ subcommand add_serve(CLI::App& app) {
     auto* cmd = app.add_subcommand("serve", "Stream this machine (or a file, device or tree) to the nodes of a session");
     cmd->footer(
         "Waits until --nodes nodes have joined, arranges them in a chain of TCP connections and\n"
-        "streams down the chain; every node stores the stream and forwards it.\n\n"
+        "streams down the chain; every node stores the stream and forwards it. Prints one row per\n"
+        "node at the end and exits 0 only when every node stored exactly the source's bytes.\n\n"
         "Examples:\n"
         "  kaclone serve --nodes 40 --disk sda --exclude /tmp     clone this machine\n"
-        "  kaclone serve --nodes 8 --source image.raw             broadcast a file or device");
+        "  kaclone serve --nodes 8 --source image.raw             broadcast a file or device\n"
+        "  tar c /data | kaclone serve --nodes 8 --source -       broadcast stdin");
     cmd->add_option("--session", opts->session, "Session name; nodes join by this name")->capture_default_str();
     cmd->add_option("--nodes", opts->nodes, "Number of nodes to wait for before starting")->check(CLI::PositiveNumber);
-    cmd->add_option("--source", opts->source, "Send a file, block device, directory or - (stdin)");
+    cmd->add_option("--source", opts->source, "Send a file, block device or - (stdin)");
     cmd->add_option("--disk", opts->disk, "Clone this disk's partition layout and filesystems (e.g. sda)");
     cmd->add_option("--desc", opts->desc, "Partition description file (default: derived from --disk)");
     cmd->add_option("--exclude", opts->excludes, "Do not send this directory's content (repeatable)");
     cmd->add_option("--port", opts->port, "Control port (default: chosen automatically)");
-    add_bytes_option(*cmd, "--buffer", opts->buffer_bytes, "Memory bound of the relay buffer on every node");
+    add_relay_options(*cmd, opts->relay);
     cmd->get_option("--source")->excludes(cmd->get_option("--disk"));
     return {cmd, [cmd, opts] { return run_serve(*cmd, *opts); }};
 }

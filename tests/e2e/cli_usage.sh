@@ -28,13 +28,31 @@ expect_eq "serve --bogus stdout" "$out" ""
 
 run_capture "$KACLONE" join --retries
 expect_eq "join --retries (no value) exit code" "$rc" 2
-expect_eq "join --retries message" "$err" "kaclone join: --retries: 1 required UINT missing
+expect_eq "join --retries message" "$err" "kaclone join: --retries: 1 required UINT:POSITIVE missing
 Run 'kaclone join --help' for usage."
 
 run_capture "$KACLONE" serve --buffer 12X
 expect_eq "serve --buffer 12X exit code" "$rc" 2
 expect_eq "serve --buffer 12X message" "$err" "kaclone serve: --buffer: '12X' (use B, K, M, G, T or P): unknown unit
 Run 'kaclone serve --help' for usage."
+
+run_capture "$KACLONE" serve --nodes 2
+expect_eq "serve without a source exit code" "$rc" 2
+expect_eq "serve without a source message" "$err" "kaclone serve: --source or --disk is required
+Run 'kaclone serve --help' for usage."
+
+run_capture "$KACLONE" serve --nodes 2 --source /dev/null --buffer 1M
+expect_eq "serve --buffer 1M exit code" "$rc" 2
+expect_eq "serve --buffer 1M message" "$err" "kaclone serve: --buffer must be at least 4M
+Run 'kaclone serve --help' for usage."
+
+run_capture "$KACLONE" serve --nodes 2 --source /dev/null --relay-mode fast
+expect_eq "serve --relay-mode fast exit code" "$rc" 2
+
+run_capture "$KACLONE" join --session x
+expect_eq "join without a sink exit code" "$rc" 2
+expect_eq "join without a sink message" "$err" "kaclone join: --sink, --exec or --disk is required
+Run 'kaclone join --help' for usage."
 
 run_capture "$KACLONE" layout /dev/null
 expect_eq "layout without DESC exit code" "$rc" 2

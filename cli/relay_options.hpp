@@ -1,0 +1,35 @@
+// Options that serve and join share: the relay's buffer and forwarding mode.
+#pragma once
+
+#include <cstdlib>
+#include <map>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include <kaclone/relay.hpp>
+
+#include "options.hpp"
+
+namespace kaclone::cli {
+
+inline constexpr std::uint64_t min_buffer_bytes = 4u << 20;
+
+inline void add_relay_options(CLI::App& cmd, relay_config& relay) {
+    add_bytes_option(cmd, "--buffer", reinterpret_cast<std::uint64_t&>(relay.buffer_bytes),
+                     "Memory bound of the relay buffer (at least 4M)");
+    static const std::map<std::string, relay_mode> modes{{"splice", relay_mode::splice}, {"zerocopy", relay_mode::zerocopy}};
+    cmd.add_option("--relay-mode", relay.mode,
+                   "How relays forward: splice (pipes, no copy) or zerocopy (ring buffer + SEND_ZC); "
+                   "set on serve, applies to every node")
+        ->transform(CLI::CheckedTransformer(modes, CLI::ignore_case))
+        ->default_str("splice");
+}
+
+// The reason the relay options cannot work, or "" when they can.
+inline std::string relay_options_problem(const relay_config& relay) {
+    if (relay.buffer_bytes < min_buffer_bytes) return "--buffer must be at least 4M";
+    return "";
+}
+
+}  // namespace kaclone::cli

@@ -1,0 +1,90 @@
+// Sources and sinks of the plain-data mode of serve and join.
+#include "stream_io.hpp"
+
+#include <cerrno>
+#include <utility>
+
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+namespace kaclone::cli {
+
+result<opened_source> open_source(const std::string& path) {
+    opened_source s;
+    if (path == "-") {
+        s.fd = 0;
+        return s;
+    }
+    auto fd = open_fd(path, O_RDONLY);
+    if (!fd) return std::move(fd).error();
+    struct stat st {};
+    if (::fstat(fd->get(), &st) != 0) return last_sys_error("stat " + path);
+    if (S_ISDIR(st.st_mode))
+        return error{std::make_error_code(std::errc::is_a_directory),
+                     path + " (streaming a directory tree needs the image module, not built yet)"};
+    if (S_ISREG(st.st_mode)) s.bytes = static_cast<std::uint64_t>(st.st_size);
+    if (S_ISBLK(st.st_mode) && ::ioctl(fd->get(), BLKGETSIZE64, &s.bytes) != 0) return last_sys_error("size of " + path);
+    s.fd = fd->get();
+    s.owned = *std::move(fd);
+    return s;
+}
+
+result<opened_sink> opened_sink::open_path(const std::string& path) {
+    opened_sink s;
+    if (path == "-") {
+        s.sink_ = {1, sink_kind::sequential};
+        return s;
+    }
+    struct stat st {};
+    const bool is_device = ::stat(path.c_str(), &st) == 0 && S_ISBLK(st.st_mode);
+    auto fd = open_fd(path, is_device ? O_WRONLY : O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (!fd) return std::move(fd).error();
+    if (::fstat(fd->get(), &st) != 0) return last_sys_error("stat " + path);
+    const sink_kind kind = S_ISBLK(st.st_mode) ? sink_kind::block_device
+                           : S_ISREG(st.st_mode) ? sink_kind::regular_file
+                                                 : sink_kind::sequential;
+    s.sink_ = {fd->get(), kind};
+    s.owned_ = *std::move(fd);
+    return s;
+}
+
+result<opened_sink> opened_sink::exec(const std::string& command) {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) return last_sys_error("pipe for --exec");
+    unique_fd read_end{fds[0]}, write_end{fds[1]};
+    const pid_t pid = ::fork();
+    if (pid < 0) return last_sys_error("fork for --exec");
+    if (pid == 0) {
+        ::dup2(read_end.get(), 0);  // dup2 clears O_CLOEXEC on the copy
+        ::execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
+        ::_exit(127);
+    }
+    opened_sink s;
+    s.owned_ = std::move(write_end);
+    s.sink_ = {s.owned_.get(), sink_kind::sequential};
+    s.child_ = pid;
+    s.command_ = command;
+    return s;
+}
+
+opened_sink::~opened_sink() {
+    if (child_ > 0) static_cast<void>(finish());
+}
+
+result<void> opened_sink::finish() {
+    owned_.reset();  // end of stream for a command
+    if (child_ <= 0) return {};
+    int status = 0;
+    while (::waitpid(child_, &status, 0) < 0 && errno == EINTR) {}
+    child_ = -1;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return {};
+    const std::string how = WIFEXITED(status) ? "exited with status " + std::to_string(WEXITSTATUS(status))
+                                              : "was killed by signal " + std::to_string(WTERMSIG(status));
+    return error{std::make_error_code(std::errc::io_error), "--exec '" + command_ + "' " + how};
+}
+
+}  // namespace kaclone::cli

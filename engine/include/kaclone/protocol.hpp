@@ -1,0 +1,219 @@
+// The wire format: data frames, control messages and discovery datagrams. Encode and decode
+// only, no I/O, so every byte layout is unit- and fuzz-testable.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <variant>
+#include <vector>
+
+#include <kaclone/error_category.hpp>
+#include <kaclone/result.hpp>
+
+namespace kaclone::protocol {
+
+// The protocol version; both sides say theirs first and refuse a different one in words.
+inline constexpr std::uint16_t version = 1;
+
+enum class errc {
+    bad_magic = 1,      // the bytes do not start with kaclone's magic: not a kaclone peer
+    version_mismatch,   // the peer speaks another protocol version
+    bad_header_check,   // a frame header's own checksum does not match: corrupted in flight
+    oversized,          // a length field exceeds the protocol's bound (never allocated)
+    unknown_type,       // a frame or message type this version does not know
+    truncated,          // the input ends inside a header, a payload or a field
+    bad_checksum,       // a frame payload's checksum does not match its header
+    bad_field,          // a message field has a value that cannot be right
+};
+const std::error_category& category() noexcept;
+std::error_code make_error_code(errc e) noexcept;
+
+// ---------------------------------------------------------------- data frames
+
+// Frame header, 40 bytes little-endian:
+//   0 u32 magic "KCF1"   4 u8 version   5 u8 type   6 u16 flags (0)
+//   8 u32 stream id     12 u32 payload bytes       16 u64 stream offset of the payload
+//  24 u64 XXH3-64 of the payload                   32 u32 XXH32 of bytes 0..31, 36 u32 zero
+// The header check catches a corrupted length before anything trusts it.
+inline constexpr std::size_t frame_header_bytes = 40;
+// The largest payload a frame may announce; larger is errc::oversized.
+inline constexpr std::uint32_t max_frame_payload_bytes = 16u << 20;
+// The payload size the server uses unless told otherwise.
+inline constexpr std::uint32_t default_frame_payload_bytes = 1u << 20;
+
+enum class frame_type : std::uint8_t {
+    data = 1,  // payload: stream bytes at `offset`
+    end = 2,   // payload: end_payload (the stream is complete)
+};
+
+struct frame_header {
+    frame_type type = frame_type::data;
+    std::uint32_t stream = 0;
+    std::uint32_t payload_bytes = 0;
+    std::uint64_t offset = 0;
+    std::uint64_t checksum = 0;
+};
+
+// The payload of the end frame: how many bytes the stream had and its digest.
+inline constexpr std::size_t end_payload_bytes = 24;
+struct stream_digest {
+    std::array<std::byte, 16> bytes{};  // XXH3-128 of the whole stream, big-endian canonical
+    bool operator==(const stream_digest&) const = default;
+    std::string hex() const;
+};
+struct end_payload {
+    std::uint64_t total_bytes = 0;
+    stream_digest digest;
+};
+
+void encode_frame_header(const frame_header& h, std::span<std::byte, frame_header_bytes> out) noexcept;
+// Decodes and checks a header (magic, version, header check, type, payload bound). `where`
+// goes into the error ("stream 0 at offset 4194304").
+result<frame_header> decode_frame_header(std::span<const std::byte, frame_header_bytes> in,
+                                         std::string_view where);
+
+std::uint64_t payload_checksum(std::span<const std::byte> payload) noexcept;
+
+void encode_end_payload(const end_payload& p, std::span<std::byte, end_payload_bytes> out) noexcept;
+end_payload decode_end_payload(std::span<const std::byte, end_payload_bytes> in) noexcept;
+
+// Running XXH3-128 digest of a stream, fed in order.
+class digest_state {
+public:
+    digest_state();
+    ~digest_state();
+    digest_state(const digest_state&) = delete;
+    digest_state& operator=(const digest_state&) = delete;
+    void update(std::span<const std::byte> bytes) noexcept;
+    stream_digest digest() const noexcept;
+
+private:
+    void* state_;  // XXH3_state_t, kept out of this header
+};
+
+// ---------------------------------------------------------------- control messages
+
+// Control message: 12-byte header (u32 magic "KCC1", u16 version, u16 type, u32 body bytes)
+// then the body. The header layout never changes between versions, so a peer of another
+// version can always be told so in words.
+inline constexpr std::size_t message_header_bytes = 12;
+inline constexpr std::uint32_t max_message_body_bytes = 64u << 10;
+
+struct child_slot {
+    std::uint32_t node = 0;
+    std::string address;  // the only address a data connection for `node` may come from
+    bool operator==(const child_slot&) const = default;
+};
+
+// node -> server: wants to join `session`; listens for its children on `data_port`.
+struct hello {
+    std::string session;
+    std::string node_name;
+    std::uint16_t data_port = 0;
+    bool operator==(const hello&) const = default;
+};
+// server -> node: refused, with the reason in words (version, session running, ...).
+struct refuse {
+    std::string reason;
+    bool operator==(const refuse&) const = default;
+};
+// server -> node: your place. The parent is the server (node 0) or another node.
+struct assign {
+    std::uint32_t node = 0;
+    std::uint32_t parent_node = 0;
+    std::string parent_address;
+    std::uint16_t parent_port = 0;
+    std::vector<child_slot> children;  // empty for a leaf; one in a chain; up to K in a tree
+    std::uint64_t stream_bytes = 0;    // 0 when unknown (stdin)
+    std::uint8_t relay_mode = 0;       // kaclone::relay_mode
+    bool operator==(const assign&) const = default;
+};
+// node -> server, once a second.
+struct progress {
+    std::uint64_t stored_bytes = 0;
+    bool operator==(const progress&) const = default;
+};
+// node -> server: finished, with what it stored or why it failed.
+struct done {
+    bool ok = false;
+    std::uint64_t stored_bytes = 0;
+    stream_digest digest;
+    double seconds = 0;
+    std::string message;  // the error, when !ok
+    bool operator==(const done&) const = default;
+};
+// server -> node: you may exit.
+struct release {
+    bool operator==(const release&) const = default;
+};
+// child -> parent, on a data connection: who I am and where my stream resumes.
+struct data_hello {
+    std::string session;
+    std::uint32_t node = 0;
+    std::uint64_t resume_offset = 0;
+    bool operator==(const data_hello&) const = default;
+};
+// parent -> child: accepted (the stream follows) or refused.
+struct data_accept {
+    bool ok = false;
+    std::string reason;
+    bool operator==(const data_accept&) const = default;
+};
+
+using message = std::variant<hello, refuse, assign, progress, done, release, data_hello, data_accept>;
+
+// Header + body of one message.
+std::vector<std::byte> encode_message(const message& m);
+
+struct message_header {
+    std::uint16_t version = 0;
+    std::uint16_t type = 0;
+    std::uint32_t body_bytes = 0;
+};
+// Checks magic, version and the body bound (errors name `peer`).
+result<message_header> decode_message_header(std::span<const std::byte, message_header_bytes> in,
+                                             std::string_view peer);
+result<message> decode_message_body(const message_header& h, std::span<const std::byte> body,
+                                    std::string_view peer);
+
+// ---------------------------------------------------------------- acks
+
+// child -> parent on a data connection, cumulative: "everything below `offset` is stored here
+// and in my whole subtree"; `complete` adds "and the end frame was verified everywhere".
+// 16 bytes: u32 magic "KCA1", u32 flags (bit 0: complete), u64 offset.
+inline constexpr std::size_t ack_bytes = 16;
+struct ack {
+    std::uint64_t offset = 0;
+    bool complete = false;
+    bool operator==(const ack&) const = default;
+};
+void encode_ack(const ack& a, std::span<std::byte, ack_bytes> out) noexcept;
+result<ack> decode_ack(std::span<const std::byte, ack_bytes> in, std::string_view peer);
+
+// ---------------------------------------------------------------- discovery
+
+// UDP datagram: u32 magic "KCD1", u16 version, u8 kind (1 ask, 2 answer), string session
+// (u16 length + bytes), u16 control port (0 in an ask).
+inline constexpr std::uint16_t discovery_port = 7117;
+struct discovery {
+    enum class kind : std::uint8_t { ask = 1, answer = 2 };
+    kind what = kind::ask;
+    std::uint16_t version = protocol::version;
+    std::string session;
+    std::uint16_t control_port = 0;
+    bool operator==(const discovery&) const = default;
+};
+std::vector<std::byte> encode_discovery(const discovery& d);
+// Decodes any version's datagram (the version is returned, not checked).
+result<discovery> decode_discovery(std::span<const std::byte> datagram, std::string_view peer);
+
+}  // namespace kaclone::protocol
+
+template <>
+struct std::is_error_code_enum<kaclone::protocol::errc> : std::true_type {};

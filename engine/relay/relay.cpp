@@ -1,0 +1,668 @@
+// The data plane of one node on io_uring: receive, verify, store, forward, acknowledge.
+//
+// Every node runs one event loop on a thread of its own: it keeps at most one operation of
+// each kind in flight (one send per socket, so bytes never reorder), submits whatever can go,
+// waits for a completion and handles it. All memory an SQE points at lives in the node object
+// until the CQE is reaped; on error or stop the loop cancels everything and reaps it all
+// before the node (and its ring) goes away.
+#include <kaclone/relay.hpp>
+
+#include <algorithm>
+#include <cstring>
+#include <deque>
+#include <optional>
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <kaclone/ring_buffer.hpp>
+
+#include "../net/uring.hpp"
+
+namespace kaclone {
+namespace {
+
+using protocol::frame_header_bytes;
+
+// What a completion belongs to (its user_data).
+enum class op : std::uint64_t {
+    stop,         // read of the stop eventfd
+    parent_in,    // recv from the parent, or splice parent -> forward pipe
+    tee,          // tee forward pipe -> local pipe
+    local_read,   // read local pipe -> ring
+    child_out,    // send/send_zc ring -> child, or splice forward pipe -> child
+    sink_write,   // write ring -> local sink
+    source_read,  // read source -> ring
+    ack_in,       // recv acks from the child
+    ack_out,      // send an ack to the parent
+    cancel,       // the cancel-all issued when stopping
+};
+
+constexpr std::size_t max_io_bytes = 4u << 20;  // per recv/send/write: large, so syscalls vanish
+constexpr std::size_t hole_block_bytes = 4096;
+
+bool all_zero(const std::byte* p, std::size_t n) noexcept {
+    // memcmp against itself shifted by 1 byte: zero iff every byte equals the first, which is 0.
+    return n == 0 || (p[0] == std::byte{0} && std::memcmp(p, p + 1, n - 1) == 0);
+}
+
+// State and mechanics shared by the source and the other nodes: the ring, the uring, counting
+// of operations in flight, the stop eventfd, the child's acks and the error that ends the loop.
+class node_base {
+protected:
+    node_base(net::uring uring, ring_buffer ring, const relay_config& config, relay_stats& stats,
+              int child_fd)
+        : uring_(std::move(uring)), ring_(std::move(ring)), config_(config), stats_(stats), child_fd_(child_fd) {}
+    virtual ~node_base() = default;
+
+    void submit(io_uring_sqe* sqe, op kind) noexcept {
+        io_uring_sqe_set_data64(sqe, static_cast<std::uint64_t>(kind));
+        ++inflight_;
+    }
+
+    void fail(error e) {
+        if (!error_) error_ = std::move(e);
+    }
+    void fail_sys(int negative_errno, std::string where) { fail(sys_error(-negative_errno, std::move(where))); }
+
+    void start_stop_watch() {
+        if (config_.stop_fd < 0) return;
+        submit_read(config_.stop_fd, std::as_writable_bytes(std::span(&stop_value_, 1)), op::stop);
+    }
+
+    void submit_read(int fd, std::span<std::byte> into, op kind, std::uint64_t offset = ~0ull) {
+        auto* sqe = uring_.sqe();
+        io_uring_prep_read(sqe, fd, into.data(), static_cast<unsigned>(into.size()), offset);
+        submit(sqe, kind);
+    }
+
+    // Child acks: one recv in flight; completes whole 16-byte acks as they arrive.
+    void maybe_receive_acks() {
+        if (child_fd_ < 0 || ack_in_inflight_ || child_closed_) return;
+        auto* sqe = uring_.sqe();
+        io_uring_prep_recv(sqe, child_fd_, ack_in_.data() + ack_in_fill_, ack_in_.size() - ack_in_fill_, 0);
+        submit(sqe, op::ack_in);
+        ack_in_inflight_ = true;
+    }
+    void on_ack_in(int res) {
+        ack_in_inflight_ = false;
+        if (res < 0) return fail_sys(res, "receive acknowledgements from the child");
+        if (res == 0) {
+            child_closed_ = true;
+            if (!child_complete_) fail(error{std::make_error_code(std::errc::connection_reset),
+                                             "child closed the data connection at offset " +
+                                                 std::to_string(child_acked_) + " before the end"});
+            return;
+        }
+        ack_in_fill_ += static_cast<std::size_t>(res);
+        std::size_t used = 0;
+        for (; ack_in_fill_ - used >= protocol::ack_bytes; used += protocol::ack_bytes) {
+            auto a = protocol::decode_ack(std::span<const std::byte, protocol::ack_bytes>(ack_in_.data() + used, protocol::ack_bytes),
+                                          "acknowledgement from the child");
+            if (!a) return fail(std::move(a).error());
+            child_acked_ = std::max(child_acked_, a->offset);
+            child_complete_ = child_complete_ || a->complete;
+        }
+        std::memmove(ack_in_.data(), ack_in_.data() + used, ack_in_fill_ - used);
+        ack_in_fill_ -= used;
+        on_child_ack();
+    }
+    virtual void on_child_ack() {}
+
+    // Ring -> child, one send in flight; with SEND_ZC the bytes stay reserved (`forward_reader`)
+    // until the kernel's notification says it no longer needs them.
+    void maybe_forward(std::size_t forward_reader, bool zerocopy) {
+        if (child_fd_ < 0 || send_inflight_) return;
+        const std::uint64_t end = ring_.write_position();
+        if (sent_pos_ == end) return;
+        const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(end - sent_pos_, max_io_bytes));
+        const auto bytes = ring_.at(sent_pos_, n);
+        auto* sqe = uring_.sqe();
+        if (zerocopy && zerocopy_works_) io_uring_prep_send_zc(sqe, child_fd_, bytes.data(), n, MSG_NOSIGNAL, 0);
+        else io_uring_prep_send(sqe, child_fd_, bytes.data(), n, MSG_NOSIGNAL);
+        submit(sqe, op::child_out);
+        send_inflight_ = true;
+        forward_reader_ = forward_reader;
+    }
+    void on_forward(const io_uring_cqe& cqe) {
+        if (cqe.flags & IORING_CQE_F_NOTIF) {  // the kernel is done with the oldest zc send
+            KACLONE_ASSERT(!zc_pending_.empty());
+            ring_.consume(forward_reader_, static_cast<std::size_t>(zc_pending_.front() - ring_.read_position(forward_reader_)));
+            zc_pending_.pop_front();
+            return;
+        }
+        send_inflight_ = false;
+        if ((cqe.res == -EINVAL || cqe.res == -EOPNOTSUPP) && zerocopy_works_) {
+            zerocopy_works_ = false;  // kernel or socket without SEND_ZC: plain send from now on
+            return;
+        }
+        if (cqe.res <= 0) return fail_sys(cqe.res == 0 ? -EPIPE : cqe.res, "send to the child");
+        sent_pos_ += static_cast<std::uint64_t>(cqe.res);
+        if (cqe.flags & IORING_CQE_F_MORE) {
+            ++inflight_;  // the notification is still to come
+            zc_pending_.push_back(sent_pos_);
+        } else if (zc_pending_.empty()) {
+            ring_.consume(forward_reader_, static_cast<std::size_t>(sent_pos_ - ring_.read_position(forward_reader_)));
+        } else {
+            zc_pending_.push_back(sent_pos_);  // keep the order behind earlier notifications
+        }
+    }
+
+    // Stops everything in flight and reaps every completion, so no SQE outlives its memory.
+    void drain(std::initializer_list<int> sockets) {
+        if (inflight_ == 0) return;
+        if (error_)
+            for (int fd : sockets)
+                if (fd >= 0) ::shutdown(fd, SHUT_RDWR);  // also wakes splices blocked in io-wq
+        auto* sqe = uring_.sqe();
+        io_uring_prep_cancel(sqe, nullptr, IORING_ASYNC_CANCEL_ANY);
+        submit(sqe, op::cancel);
+        while (inflight_ > 0) {
+            if (uring_.submit_and_wait() < 0) break;
+            reap([this](const io_uring_cqe& cqe) {
+                if (static_cast<op>(cqe.user_data) == op::child_out && (cqe.flags & IORING_CQE_F_MORE)) ++inflight_;
+            });
+        }
+    }
+
+    // Handles every completion that is ready.
+    template <class Handler>
+    void reap(Handler&& handle) {
+        io_uring_cqe* cqe = nullptr;
+        unsigned head = 0, seen = 0;
+        io_uring_for_each_cqe(uring_.get(), head, cqe) {
+            ++seen;
+            --inflight_;
+            handle(*cqe);
+        }
+        io_uring_cq_advance(uring_.get(), seen);
+    }
+
+    void on_stop() { fail(error{std::make_error_code(std::errc::operation_canceled), "data plane stopped"}); }
+
+    net::uring uring_;
+    ring_buffer ring_;
+    const relay_config& config_;
+    relay_stats& stats_;
+    int child_fd_;
+    unsigned inflight_ = 0;
+    std::optional<error> error_;
+    std::uint64_t stop_value_ = 0;
+
+    std::array<std::byte, 64 * protocol::ack_bytes> ack_in_{};
+    std::size_t ack_in_fill_ = 0;
+    bool ack_in_inflight_ = false;
+    bool child_closed_ = false;
+    std::uint64_t child_acked_ = 0;
+    bool child_complete_ = false;
+
+    bool send_inflight_ = false;
+    bool zerocopy_works_ = true;
+    std::size_t forward_reader_ = 0;
+    std::uint64_t sent_pos_ = 0;
+    std::deque<std::uint64_t> zc_pending_;
+};
+
+// ---------------------------------------------------------------- source
+
+class source_node : node_base {
+public:
+    source_node(net::uring uring, ring_buffer ring, int source_fd, int child_fd,
+                const relay_config& config, relay_stats& stats)
+        : node_base(std::move(uring), std::move(ring), config, stats, child_fd), source_fd_(source_fd) {}
+
+    result<relay_result> run() {
+        start_stop_watch();
+        while (!error_ && !(end_committed_ && child_complete_)) {
+            maybe_read_source();
+            maybe_forward(send_reader, config_.mode == relay_mode::zerocopy);
+            maybe_receive_acks();
+            if (const int rc = uring_.submit_and_wait(); rc < 0) fail_sys(rc, "io_uring wait");
+            reap([this](const io_uring_cqe& cqe) { handle(cqe); });
+        }
+        drain({child_fd_});
+        if (error_) return *error_;
+        return relay_result{offset_, digest_.digest(), std::chrono::steady_clock::now() - eof_at_};
+    }
+
+private:
+    static constexpr std::size_t send_reader = 0, retain_reader = 1;
+
+    struct frame_end {
+        std::uint64_t ring_end;
+        std::uint64_t stream_end;
+        bool is_end;
+    };
+
+    void maybe_read_source() {
+        if (read_inflight_ || end_committed_) return;
+        const std::size_t frame_bytes = frame_header_bytes + config_.frame_payload_bytes;
+        if (eof_) {  // the end frame still needs room
+            if (ring_.writable(frame_header_bytes + protocol::end_payload_bytes).size() >=
+                frame_header_bytes + protocol::end_payload_bytes)
+                commit_end_frame();
+            return;
+        }
+        if (!frame_open_) {
+            if (ring_.writable(frame_bytes).size() < frame_bytes) return;  // wait for acks/sends
+            frame_open_ = true;
+            fill_ = 0;
+        }
+        const auto frame = ring_.writable(frame_bytes);
+        submit_read(source_fd_, frame.subspan(frame_header_bytes + fill_, config_.frame_payload_bytes - fill_),
+                    op::source_read);
+        read_inflight_ = true;
+    }
+
+    void on_source_read(int res) {
+        read_inflight_ = false;
+        if (res < 0) return fail_sys(res, "read the source");
+        if (res == 0) {
+            eof_ = true;
+            eof_at_ = std::chrono::steady_clock::now();
+            if (fill_ > 0) commit_data_frame();
+            frame_open_ = false;
+            return;
+        }
+        fill_ += static_cast<std::size_t>(res);
+        stats_.received_bytes.fetch_add(static_cast<std::uint64_t>(res), std::memory_order_relaxed);
+        if (fill_ == config_.frame_payload_bytes) {
+            commit_data_frame();
+            frame_open_ = false;
+        }
+    }
+
+    void commit_data_frame() {
+        const auto frame = ring_.writable(frame_header_bytes + fill_);
+        const auto payload = frame.subspan(frame_header_bytes, fill_);
+        protocol::frame_header h{protocol::frame_type::data, 0, static_cast<std::uint32_t>(fill_), offset_,
+                                 protocol::payload_checksum(payload)};
+        digest_.update(payload);
+        if (config_.fault_flip_byte >= offset_ && config_.fault_flip_byte < offset_ + fill_)
+            payload[config_.fault_flip_byte - offset_] ^= std::byte{0x5a};  // test-only fault
+        protocol::encode_frame_header(h, frame.first<frame_header_bytes>());
+        ring_.commit(frame.size());
+        offset_ += fill_;
+        frames_.push_back({ring_.write_position(), offset_, false});
+    }
+
+    void commit_end_frame() {
+        const auto frame = ring_.writable(frame_header_bytes + protocol::end_payload_bytes);
+        const auto payload = frame.subspan<frame_header_bytes, protocol::end_payload_bytes>();
+        protocol::encode_end_payload({offset_, digest_.digest()}, payload);
+        protocol::frame_header h{protocol::frame_type::end, 0, protocol::end_payload_bytes, offset_,
+                                 protocol::payload_checksum(payload)};
+        protocol::encode_frame_header(h, frame.first<frame_header_bytes>());
+        ring_.commit(frame.size());
+        frames_.push_back({ring_.write_position(), offset_, true});
+        end_committed_ = true;
+    }
+
+    // Retention: frames leave the ring once the whole subtree acknowledged them.
+    void on_child_ack() override {
+        std::uint64_t release_to = ring_.read_position(retain_reader);
+        while (!frames_.empty() && frames_.front().stream_end <= child_acked_ &&
+               (!frames_.front().is_end || child_complete_)) {
+            release_to = frames_.front().ring_end;
+            frames_.pop_front();
+        }
+        ring_.consume(retain_reader, static_cast<std::size_t>(release_to - ring_.read_position(retain_reader)));
+        stats_.acked_bytes.store(child_acked_, std::memory_order_relaxed);
+    }
+
+    void handle(const io_uring_cqe& cqe) {
+        switch (static_cast<op>(cqe.user_data)) {
+            case op::source_read: return on_source_read(cqe.res);
+            case op::child_out: return on_forward(cqe);
+            case op::ack_in: return on_ack_in(cqe.res);
+            case op::stop: return on_stop();
+            default: return;
+        }
+    }
+
+    int source_fd_;
+    bool read_inflight_ = false;
+    bool frame_open_ = false;
+    bool eof_ = false;
+    bool end_committed_ = false;
+    std::size_t fill_ = 0;
+    std::uint64_t offset_ = 0;
+    std::chrono::steady_clock::time_point eof_at_{};
+    std::deque<frame_end> frames_;
+    protocol::digest_state digest_;
+};
+
+// ---------------------------------------------------------------- relay / leaf
+
+class relay_node : node_base {
+public:
+    relay_node(net::uring uring, ring_buffer ring, std::optional<net::pipe_pair> forward_pipe,
+               std::optional<net::pipe_pair> local_pipe, int parent_fd, int child_fd,
+               local_sink sink, const relay_config& config, relay_stats& stats)
+        : node_base(std::move(uring), std::move(ring), config, stats, child_fd),
+          forward_pipe_(std::move(forward_pipe)), local_pipe_(std::move(local_pipe)),
+          parent_fd_(parent_fd), sink_(sink) {}
+
+    result<relay_result> run() {
+        start_stop_watch();
+        while (!error_ && !finished()) {
+            if (forward_pipe_) maybe_splice_in();
+            else maybe_receive();
+            if (!forward_pipe_) maybe_forward(forward_reader, config_.mode == relay_mode::zerocopy);
+            maybe_write_sink();
+            maybe_receive_acks();
+            maybe_send_ack();
+            if (const int rc = uring_.submit_and_wait(); rc < 0) fail_sys(rc, "io_uring wait");
+            reap([this](const io_uring_cqe& cqe) { handle(cqe); });
+        }
+        drain({parent_fd_, child_fd_});
+        if (error_) return *error_;
+        if (sink_.kind == sink_kind::regular_file && ::ftruncate(sink_.fd, static_cast<off_t>(total_)) != 0)
+            return last_sys_error("set the size of the sink file");
+        return relay_result{total_, digest_.digest(), {}};
+    }
+
+private:
+    static constexpr std::size_t store_reader = 0, forward_reader = 1;
+
+    // A verified frame waiting to be written: payload [pos, pos + len) of the ring at stream
+    // `offset`; the ring is released up to `ring_end` (its header included) once written.
+    struct frame_job {
+        std::uint64_t pos, len, offset, ring_end;
+        std::uint64_t done = 0;
+    };
+
+    bool finished() const noexcept {
+        return end_verified_ && jobs_.empty() && !write_inflight_ && (child_fd_ < 0 || child_complete_) &&
+               sent_complete_ && !ack_out_inflight_;
+    }
+
+    // zerocopy mode and leaves: parent -> ring.
+    void maybe_receive() {
+        if (receive_inflight_ || end_verified_ || parent_eof_) return;
+        const auto into = ring_.writable(max_io_bytes);
+        if (into.empty()) return;
+        auto* sqe = uring_.sqe();
+        io_uring_prep_recv(sqe, parent_fd_, into.data(), into.size(), 0);
+        submit(sqe, op::parent_in);
+        receive_inflight_ = true;
+    }
+
+    // splice mode, one round at a time: parent -> forward pipe, tee -> local pipe, then both
+    // forward pipe -> child and local pipe -> ring. A round starts only when the ring can take
+    // a whole pipe, so the local read never waits for the sink.
+    void maybe_splice_in() {
+        if (round_ != round_state::idle || end_verified_ || parent_eof_) return;
+        const std::size_t cap = forward_pipe_->capacity();
+        if (ring_.writable(cap).size() < cap) return;
+        auto* sqe = uring_.sqe();
+        io_uring_prep_splice(sqe, parent_fd_, -1, forward_pipe_->write_end(), -1, static_cast<unsigned>(cap), SPLICE_F_MOVE);
+        submit(sqe, op::parent_in);
+        round_ = round_state::splice_in;
+    }
+
+    void on_parent_in(int res) {
+        receive_inflight_ = false;
+        if (res < 0) return fail_sys(res, "receive from the parent");
+        if (res == 0) {
+            parent_eof_ = true;
+            round_ = round_state::idle;
+            if (!end_verified_) fail(error{std::make_error_code(std::errc::connection_reset),
+                                           "parent closed the data connection at offset " +
+                                               std::to_string(next_offset_) + " before the end of the stream"});
+            return;
+        }
+        stats_.received_bytes.fetch_add(static_cast<std::uint64_t>(res), std::memory_order_relaxed);
+        if (!forward_pipe_) {
+            ring_.commit(static_cast<std::size_t>(res));
+            return parse();
+        }
+        round_bytes_ = static_cast<std::size_t>(res);
+        auto* sqe = uring_.sqe();
+        io_uring_prep_tee(sqe, forward_pipe_->read_end(), local_pipe_->write_end(), static_cast<unsigned>(round_bytes_), 0);
+        submit(sqe, op::tee);
+        round_ = round_state::tee;
+    }
+
+    void on_tee(int res) {
+        if (res < 0) return fail_sys(res, "tee the forward pipe");
+        if (static_cast<std::size_t>(res) != round_bytes_)
+            return fail(error{std::make_error_code(std::errc::io_error), "tee copied " + std::to_string(res) +
+                                                                             " of " + std::to_string(round_bytes_) + " bytes"});
+        to_child_ = to_ring_ = round_bytes_;
+        submit_splice_out();
+        submit_local_read();
+        round_ = round_state::out;
+    }
+
+    void submit_splice_out() {
+        auto* sqe = uring_.sqe();
+        io_uring_prep_splice(sqe, forward_pipe_->read_end(), -1, child_fd_, -1, static_cast<unsigned>(to_child_), SPLICE_F_MOVE);
+        submit(sqe, op::child_out);
+    }
+    void submit_local_read() {
+        submit_read(local_pipe_->read_end(), ring_.writable(to_ring_), op::local_read);
+    }
+
+    void on_splice_out(int res) {
+        if (res <= 0) return fail_sys(res == 0 ? -EPIPE : res, "send to the child");
+        to_child_ -= static_cast<std::size_t>(res);
+        if (to_child_ > 0) return submit_splice_out();
+        if (to_ring_ == 0) round_ = round_state::idle;
+    }
+
+    void on_local_read(int res) {
+        if (res <= 0) return fail_sys(res == 0 ? -EPIPE : res, "read the local pipe");
+        ring_.commit(static_cast<std::size_t>(res));
+        to_ring_ -= static_cast<std::size_t>(res);
+        parse();
+        if (to_ring_ > 0) return submit_local_read();
+        if (to_child_ == 0) round_ = round_state::idle;
+    }
+
+    std::string place() const { return "stream 0 at offset " + std::to_string(next_offset_); }
+
+    // Verifies every complete frame after parse_pos_ and queues its payload for the sink.
+    void parse() {
+        while (!error_) {
+            const std::uint64_t available = ring_.write_position() - parse_pos_;
+            if (available < frame_header_bytes) return;
+            if (end_verified_) return fail(error{make_error_code(protocol::errc::bad_field), "data after the end of the stream"});
+            auto h = protocol::decode_frame_header(ring_.at(parse_pos_, frame_header_bytes).first<frame_header_bytes>(), place());
+            if (!h) return fail(std::move(h).error());
+            const std::uint64_t frame_bytes = frame_header_bytes + h->payload_bytes;
+            if (frame_bytes > ring_.capacity() / 2)
+                return fail(error{make_error_code(protocol::errc::oversized),
+                                  place() + ": frame of " + std::to_string(frame_bytes) + " bytes does not fit --buffer"});
+            if (available < frame_bytes) return;
+            if (h->offset != next_offset_)
+                return fail(error{make_error_code(protocol::errc::bad_field),
+                                  place() + ": frame claims offset " + std::to_string(h->offset)});
+            const auto payload = ring_.at(parse_pos_ + frame_header_bytes, h->payload_bytes);
+            if (protocol::payload_checksum(payload) != h->checksum)
+                return fail(error{make_error_code(protocol::errc::bad_checksum), place()});
+            const std::uint64_t ring_end = parse_pos_ + frame_bytes;
+            if (h->type == protocol::frame_type::data) {
+                digest_.update(payload);
+                jobs_.push_back({parse_pos_ + frame_header_bytes, h->payload_bytes, next_offset_, ring_end});
+                next_offset_ += h->payload_bytes;
+            } else {
+                const auto end = protocol::decode_end_payload(payload.first<protocol::end_payload_bytes>());
+                if (end.total_bytes != next_offset_)
+                    return fail(error{make_error_code(protocol::errc::bad_field),
+                                      place() + ": the stream ends at " + std::to_string(end.total_bytes)});
+                if (end.digest != digest_.digest())
+                    return fail(error{make_error_code(protocol::errc::bad_checksum),
+                                      place() + ": stream digest " + digest_.digest().hex() + ", the source's is " + end.digest.hex()});
+                jobs_.push_back({ring_end, 0, next_offset_, ring_end});
+                total_ = next_offset_;
+                end_verified_ = true;
+            }
+            parse_pos_ = ring_end;
+        }
+    }
+
+    // Next run of the front job to write: [start, start + len) of its payload. Regular files
+    // skip whole zero blocks (holes); len 0 means the job is complete.
+    std::pair<std::uint64_t, std::uint64_t> next_run(frame_job& job) const noexcept {
+        if (sink_.kind != sink_kind::regular_file)
+            return {job.done, std::min<std::uint64_t>(job.len - job.done, max_io_bytes)};
+        auto block_end = [&](std::uint64_t at) {
+            const std::uint64_t file_pos = job.offset + at;
+            return std::min(job.len, at + (hole_block_bytes - file_pos % hole_block_bytes));
+        };
+        auto zero_block = [&](std::uint64_t at) {
+            const std::size_t n = static_cast<std::size_t>(block_end(at) - at);
+            return all_zero(ring_.at(job.pos + at, n).data(), n);
+        };
+        std::uint64_t at = job.done;
+        while (at < job.len && zero_block(at)) at = block_end(at);
+        job.done = at;
+        std::uint64_t end = at;
+        while (end < job.len && end - at < max_io_bytes && !zero_block(end)) end = block_end(end);
+        return {at, end - at};
+    }
+
+    void maybe_write_sink() {
+        while (!write_inflight_ && !jobs_.empty()) {
+            frame_job& job = jobs_.front();
+            const auto [start, len] = next_run(job);
+            if (len == 0) {
+                complete_job();
+                continue;
+            }
+            const auto bytes = ring_.at(job.pos + start, static_cast<std::size_t>(len));
+            const std::uint64_t offset = sink_.kind == sink_kind::sequential ? ~0ull : job.offset + start;
+            auto* sqe = uring_.sqe();
+            io_uring_prep_write(sqe, sink_.fd, bytes.data(), static_cast<unsigned>(len), offset);
+            submit(sqe, op::sink_write);
+            write_inflight_ = true;
+        }
+    }
+
+    void on_sink_write(int res) {
+        write_inflight_ = false;
+        if (res <= 0) return fail_sys(res == 0 ? -EIO : res, "write the local sink at offset " +
+                                                             std::to_string(jobs_.front().offset + jobs_.front().done));
+        jobs_.front().done += static_cast<std::uint64_t>(res);
+    }
+
+    void complete_job() {
+        const frame_job job = jobs_.front();
+        jobs_.pop_front();
+        ring_.consume(store_reader, static_cast<std::size_t>(job.ring_end - ring_.read_position(store_reader)));
+        stored_ = job.offset + job.len;
+        stats_.stored_bytes.store(stored_, std::memory_order_relaxed);
+    }
+
+    // What this node and its subtree hold, up to the parent; one ack in flight.
+    void maybe_send_ack() {
+        if (ack_out_inflight_ || sent_complete_) return;
+        const std::uint64_t offset = child_fd_ < 0 ? stored_ : std::min(stored_, child_acked_);
+        const bool complete = end_verified_ && jobs_.empty() && !write_inflight_ && (child_fd_ < 0 || child_complete_);
+        if (offset == sent_ack_ && !complete) return;
+        protocol::encode_ack({offset, complete}, std::span<std::byte, protocol::ack_bytes>(ack_out_));
+        auto* sqe = uring_.sqe();
+        io_uring_prep_send(sqe, parent_fd_, ack_out_.data(), ack_out_.size(), MSG_NOSIGNAL);
+        submit(sqe, op::ack_out);
+        ack_out_inflight_ = true;
+        sent_ack_ = offset;
+        sending_complete_ = complete;
+        stats_.acked_bytes.store(offset, std::memory_order_relaxed);
+    }
+
+    void on_ack_out(int res) {
+        ack_out_inflight_ = false;
+        if (res < 0) return fail_sys(res, "send an acknowledgement to the parent");
+        if (static_cast<std::size_t>(res) != protocol::ack_bytes)
+            return fail(error{std::make_error_code(std::errc::io_error), "short acknowledgement send"});
+        sent_complete_ = sending_complete_;
+    }
+
+    void handle(const io_uring_cqe& cqe) {
+        switch (static_cast<op>(cqe.user_data)) {
+            case op::parent_in: return on_parent_in(cqe.res);
+            case op::tee: return on_tee(cqe.res);
+            case op::local_read: return on_local_read(cqe.res);
+            case op::child_out: return forward_pipe_ ? on_splice_out(cqe.res) : on_forward(cqe);
+            case op::sink_write: return on_sink_write(cqe.res);
+            case op::ack_in: return on_ack_in(cqe.res);
+            case op::ack_out: return on_ack_out(cqe.res);
+            case op::stop: return on_stop();
+            default: return;
+        }
+    }
+
+    // splice rounds: idle -> splice_in -> tee -> out (splice to child + read to ring) -> idle
+    enum class round_state { idle, splice_in, tee, out };
+
+    std::optional<net::pipe_pair> forward_pipe_, local_pipe_;  // splice mode with a child only
+    int parent_fd_;
+    local_sink sink_;
+    round_state round_ = round_state::idle;
+    std::size_t round_bytes_ = 0, to_child_ = 0, to_ring_ = 0;
+    bool receive_inflight_ = false;
+    bool parent_eof_ = false;
+
+    std::uint64_t parse_pos_ = 0;
+    std::uint64_t next_offset_ = 0;
+    std::uint64_t total_ = 0;
+    bool end_verified_ = false;
+    protocol::digest_state digest_;
+
+    std::deque<frame_job> jobs_;
+    bool write_inflight_ = false;
+    std::uint64_t stored_ = 0;
+
+    std::array<std::byte, protocol::ack_bytes> ack_out_{};
+    bool ack_out_inflight_ = false;
+    std::uint64_t sent_ack_ = 0;
+    bool sending_complete_ = false;
+    bool sent_complete_ = false;
+};
+
+constexpr unsigned ring_entries = 64;
+
+}  // namespace
+
+result<relay_result> run_source(int source_fd, int child_fd, const relay_config& config, relay_stats& stats) {
+    auto uring = net::uring::create(ring_entries);
+    if (!uring) return std::move(uring).error();
+    const std::size_t frame_bytes = frame_header_bytes + config.frame_payload_bytes;
+    auto ring = ring_buffer::create(config.buffer_bytes, 2, std::max(config.buffer_bytes / 4, frame_bytes));
+    if (!ring) return std::move(ring).error();
+    if (ring->capacity() < 2 * frame_bytes)
+        return error{make_error_code(kaclone::errc::out_of_range), "--buffer must hold two frames"};
+    source_node node{*std::move(uring), *std::move(ring), source_fd, child_fd, config, stats};
+    return node.run();
+}
+
+result<relay_result> run_relay(int parent_fd, int child_fd, local_sink sink, const relay_config& config,
+                               relay_stats& stats) {
+    auto uring = net::uring::create(ring_entries);
+    if (!uring) return std::move(uring).error();
+    const bool splicing = child_fd >= 0 && config.mode == relay_mode::splice;
+    const std::size_t readers = child_fd >= 0 && !splicing ? 2 : 1;
+    auto ring = ring_buffer::create(config.buffer_bytes, readers, config.buffer_bytes / 4);
+    if (!ring) return std::move(ring).error();
+    std::optional<net::pipe_pair> forward_pipe, local_pipe;
+    if (splicing) {
+        // Both pipes get the same number of slots, so a tee of all of the forward pipe always
+        // fits into the empty local pipe.
+        constexpr std::size_t pipe_bytes = 1u << 20;
+        auto a = net::pipe_pair::create(pipe_bytes);
+        if (!a) return std::move(a).error();
+        auto b = net::pipe_pair::create(a->capacity());
+        if (!b) return std::move(b).error();
+        if (b->capacity() != a->capacity())
+            return error{make_error_code(kaclone::errc::out_of_range), "pipes of unequal capacity"};
+        forward_pipe = *std::move(a);
+        local_pipe = *std::move(b);
+    }
+    relay_node node{*std::move(uring), *std::move(ring), std::move(forward_pipe), std::move(local_pipe),
+                    parent_fd, child_fd, sink, config, stats};
+    return node.run();
+}
+
+}  // namespace kaclone

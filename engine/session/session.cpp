@@ -1,0 +1,520 @@
+// serve_session and join_session: the control plane in Asio coroutines.
+//
+// Order of a session: nodes discover the server (UDP), open a control connection and say
+// hello; the server waits for all of them, orders them by address into a chain and sends each
+// its assignment (parent, child). Every node first accepts its child's data connection (the
+// tail has none), then connects to its parent, so the chain is complete from the tail up when
+// the server's child connects and the stream starts. Nodes report progress once a second and
+// done at the end; the server then releases them.
+#include <kaclone/session.hpp>
+
+#include <algorithm>
+#include <array>
+#include <optional>
+#include <thread>
+
+#include <fcntl.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <unistd.h>
+
+#include <asio/co_spawn.hpp>
+#include <asio/connect.hpp>
+#include <asio/detached.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
+#include <asio/io_context.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/ip/udp.hpp>
+#include <asio/post.hpp>
+#include <asio/read.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/use_awaitable.hpp>
+#include <asio/write.hpp>
+
+namespace kaclone {
+namespace {
+
+using asio::ip::tcp;
+using asio::ip::udp;
+using namespace asio::experimental::awaitable_operators;
+using clock = std::chrono::steady_clock;
+inline constexpr auto use_result = asio::experimental::as_tuple(asio::use_awaitable);
+
+const char* describe(session_errc e) noexcept {
+    switch (e) {
+        case session_errc::no_server: return "no server answered";
+        case session_errc::refused: return "refused by the server";
+        case session_errc::node_failed: return "node failed";
+        case session_errc::peer_mismatch: return "unexpected peer";
+        case session_errc::timeout: return "timed out";
+    }
+    return "unknown session error";
+}
+
+error net_error(const std::error_code& ec, std::string where) { return error{ec, std::move(where)}; }
+error session_error(session_errc e, std::string where) { return error{make_error_code(e), std::move(where)}; }
+
+std::string endpoint_text(const tcp::endpoint& e) { return e.address().to_string() + ":" + std::to_string(e.port()); }
+
+// Reads one control message; `deadline` bounds the whole read.
+asio::awaitable<result<protocol::message>> read_message(tcp::socket& socket, std::string peer,
+                                                        std::chrono::milliseconds deadline) {
+    asio::steady_timer timer{socket.get_executor(), deadline};
+    std::array<std::byte, protocol::message_header_bytes> header{};
+    auto got = co_await (asio::async_read(socket, asio::buffer(header), use_result) || timer.async_wait(use_result));
+    if (got.index() == 1) co_return session_error(session_errc::timeout, peer);
+    if (auto [ec, n] = std::get<0>(got); ec) co_return net_error(ec, peer);
+    auto h = protocol::decode_message_header(header, peer);
+    if (!h) co_return std::move(h).error();
+    std::vector<std::byte> body(h->body_bytes);  // bounded by max_message_body_bytes
+    if (!body.empty()) {
+        auto rest = co_await (asio::async_read(socket, asio::buffer(body), use_result) || timer.async_wait(use_result));
+        if (rest.index() == 1) co_return session_error(session_errc::timeout, peer);
+        if (auto [ec, n] = std::get<0>(rest); ec) co_return net_error(ec, peer);
+    }
+    co_return protocol::decode_message_body(*h, body, peer);
+}
+
+// g++ 12 mis-destroys temporaries with destructors inside co_await expressions, so callers
+// pass a named message (never a temporary) and keep the result in a named variable.
+asio::awaitable<result<void>> write_message(tcp::socket& socket, const protocol::message& m, std::string peer) {
+    const auto bytes = protocol::encode_message(m);
+    auto [ec, n] = co_await asio::async_write(socket, asio::buffer(bytes), use_result);
+    if (ec) co_return net_error(ec, peer);
+    co_return result<void>{};
+}
+
+constexpr std::chrono::milliseconds forever{std::chrono::hours(24 * 365)};
+
+// The data plane on its own thread; its result comes back into the io_context by asio::post,
+// which also wakes whoever waits on `wake`.
+struct data_plane {
+    explicit data_plane(asio::io_context& io) : wake(io) {}
+    ~data_plane() {
+        if (thread.joinable()) thread.join();
+    }
+    template <class Run>
+    void start(asio::io_context& io, Run run) {
+        thread = std::thread([this, &io, run = std::move(run)]() mutable {
+            auto r = run();
+            asio::post(io, [this, r = std::move(r)]() mutable {
+                outcome = std::move(r);
+                wake.cancel();
+            });
+        });
+    }
+    // Waits up to `period` (or until the data plane ends).
+    asio::awaitable<void> wait(std::chrono::milliseconds period) {
+        if (outcome) co_return;
+        wake.expires_after(period);
+        co_await wake.async_wait(use_result);
+    }
+    std::thread thread;
+    asio::steady_timer wake;
+    std::optional<result<relay_result>> outcome;
+};
+
+// The data plane uses blocking semantics through io_uring; Asio may have set O_NONBLOCK.
+void make_blocking(int fd) { ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK); }
+
+std::string host_name() {
+    std::array<char, 256> name{};
+    if (::gethostname(name.data(), name.size() - 1) != 0) return "?";
+    return name.data();
+}
+
+// ---------------------------------------------------------------- server
+
+struct joined_node {
+    tcp::socket control;
+    std::string address;
+    std::string name;
+    std::uint16_t data_port;
+};
+
+asio::awaitable<void> answer_discovery(udp::socket& socket, std::string session, std::uint16_t control_port,
+                                       log_fn log) {
+    std::array<std::byte, 1500> datagram{};
+    for (;;) {
+        udp::endpoint from;
+        auto [ec, n] = co_await socket.async_receive_from(asio::buffer(datagram), from, use_result);
+        if (ec == asio::error::operation_aborted) co_return;
+        if (ec) continue;
+        const std::string peer = from.address().to_string() + ":" + std::to_string(from.port());
+        auto ask = protocol::decode_discovery(std::span(datagram.data(), n), peer);
+        if (!ask || ask->what != protocol::discovery::kind::ask) {
+            if (log) log("ignored a discovery datagram from " + peer + ": " + (ask ? "not a question" : ask.error().code.message()));
+            continue;
+        }
+        if (ask->session != session) continue;  // another session's server answers that
+        if (ask->version != protocol::version && log)
+            log(peer + " asked for session '" + session + "' with protocol " + std::to_string(ask->version) +
+                ", this server speaks " + std::to_string(protocol::version));
+        const auto reply = protocol::encode_discovery({protocol::discovery::kind::answer, protocol::version, session, control_port});
+        co_await socket.async_send_to(asio::buffer(reply), from, use_result);
+    }
+}
+
+// Accepts control connections until `config.nodes` nodes have said a valid hello.
+asio::awaitable<result<std::vector<joined_node>>> admit(tcp::acceptor& acceptor, const serve_config& config) {
+    std::vector<joined_node> joined;
+    while (joined.size() < config.nodes) {
+        auto [ec, socket] = co_await acceptor.async_accept(use_result);
+        if (ec) co_return net_error(ec, "accept control connections");
+        const std::string peer = endpoint_text(socket.remote_endpoint());
+        auto m = co_await read_message(socket, peer, config.admission_timeout);
+        std::string refusal;
+        if (!m) {
+            refusal = m.error().message();
+        } else if (auto* h = std::get_if<protocol::hello>(&*m); h == nullptr) {
+            refusal = peer + ": expected hello";
+        } else if (h->session != config.session) {
+            refusal = "this server runs session '" + config.session + "', not '" + h->session + "'";
+        } else {
+            std::string address = socket.remote_endpoint().address().to_string();
+            joined.push_back({std::move(socket), std::move(address), h->node_name, h->data_port});
+            if (config.log) config.log("node " + joined.back().address + " (" + h->node_name + ") joined, " +
+                                       std::to_string(joined.size()) + " of " + std::to_string(config.nodes));
+            continue;
+        }
+        if (config.log) config.log("refused " + peer + ": " + refusal);
+        if (m.has_value() || m.error().code == protocol::errc::version_mismatch)
+        {
+            const protocol::message refusal_message = protocol::refuse{refusal};
+            co_await write_message(socket, refusal_message, peer);
+        }
+    }
+    co_return joined;
+}
+
+// Accepts data connections until the assigned child (node `node` from `address`) arrives.
+asio::awaitable<result<tcp::socket>> accept_child(tcp::acceptor& acceptor, const std::string& session,
+                                                  const protocol::child_slot& child, log_fn log) {
+    for (;;) {
+        asio::steady_timer timer{acceptor.get_executor(), std::chrono::seconds(60)};
+        auto got = co_await (acceptor.async_accept(use_result) || timer.async_wait(use_result));
+        if (got.index() == 1) co_return session_error(session_errc::timeout, "waiting for child " + child.address + " to connect");
+        auto [ec, socket] = std::move(std::get<0>(got));
+        if (ec) co_return net_error(ec, "accept the child's data connection");
+        const std::string peer = endpoint_text(socket.remote_endpoint());
+        auto m = co_await read_message(socket, peer, std::chrono::seconds(5));
+        const auto* hello = m ? std::get_if<protocol::data_hello>(&*m) : nullptr;
+        std::string refusal;
+        if (hello == nullptr) refusal = m ? peer + ": expected a data hello" : m.error().message();
+        else if (hello->session != session || hello->node != child.node ||
+                 socket.remote_endpoint().address().to_string() != child.address)
+            refusal = peer + " is not the assigned child (node " + std::to_string(child.node) + " at " + child.address + ")";
+        if (refusal.empty()) {
+            const protocol::message accepted = protocol::data_accept{true, ""};
+            auto w = co_await write_message(socket, accepted, peer);
+            if (!w) co_return std::move(w).error();
+            socket.set_option(tcp::no_delay(true));
+            co_return std::move(socket);
+        }
+        if (log) log("refused data connection: " + refusal);
+        const protocol::message refused = protocol::data_accept{false, refusal};
+        if (m) co_await write_message(socket, refused, peer);
+    }
+}
+
+asio::awaitable<void> collect_reports(tcp::socket& control, node_report& report) {
+    for (;;) {
+        auto m = co_await read_message(control, report.address, forever);
+        if (!m) co_return;  // lost before done: reported stays false
+        if (auto* d = std::get_if<protocol::done>(&*m)) {
+            report.done = *d;
+            report.reported = true;
+            co_return;
+        }
+    }
+}
+
+asio::awaitable<result<serve_report>> serve(asio::io_context& io, tcp::acceptor& control, tcp::acceptor& data,
+                                            const serve_config& config, relay_stats& stats) {
+    auto joined = co_await admit(control, config);
+    if (!joined) co_return std::move(joined).error();
+    auto& nodes = *joined;
+    std::sort(nodes.begin(), nodes.end(), [](const joined_node& a, const joined_node& b) {
+        return asio::ip::make_address_v4(a.address).to_uint() < asio::ip::make_address_v4(b.address).to_uint();
+    });
+
+    serve_report report;
+    for (std::size_t i = 0; i < nodes.size(); ++i) {
+        protocol::assign a;
+        a.node = static_cast<std::uint32_t>(i + 1);
+        a.parent_node = static_cast<std::uint32_t>(i);
+        a.parent_address = i == 0 ? nodes[0].control.local_endpoint().address().to_string() : nodes[i - 1].address;
+        a.parent_port = i == 0 ? data.local_endpoint().port() : nodes[i - 1].data_port;
+        if (i + 1 < nodes.size()) a.children.push_back({a.node + 1, nodes[i + 1].address});
+        a.stream_bytes = config.source_bytes;
+        a.relay_mode = static_cast<std::uint8_t>(config.relay.mode);
+        const protocol::message assignment = a;
+        auto w = co_await write_message(nodes[i].control, assignment, nodes[i].address);
+        if (!w) co_return std::move(w).error();
+        report.nodes.push_back({a.node, nodes[i].name, nodes[i].address, a.parent_address, false, {}});
+    }
+    for (std::size_t i = 0; i < nodes.size(); ++i)
+        asio::co_spawn(io, collect_reports(nodes[i].control, report.nodes[i]), asio::detached);
+
+    const protocol::child_slot first{1, nodes[0].address};
+    auto child = co_await accept_child(data, config.session, first, config.log);
+    if (!child) co_return std::move(child).error();
+    make_blocking(child->native_handle());
+    if (config.log) config.log("chain of " + std::to_string(nodes.size()) + " nodes connected, streaming");
+
+    const auto started = clock::now();
+    data_plane plane{io};
+    plane.start(io, [&config, &stats, fd = child->native_handle()] { return run_source(config.source_fd, fd, config.relay, stats); });
+    while (!plane.outcome) {
+        co_await plane.wait(std::chrono::seconds(1));
+        if (config.on_tick && !plane.outcome) config.on_tick(stats);
+    }
+    if (!*plane.outcome) {
+        // The stream stopped: the nodes will see their connections close and report.
+        if (config.log) config.log("stream failed: " + plane.outcome->error().message());
+        child->close();
+    } else {
+        report.source = **plane.outcome;
+    }
+    // Every node reports done (or loses its connection) after the stream ends.
+    asio::steady_timer poll{io};
+    const auto deadline = clock::now() + std::chrono::seconds(30);
+    while (clock::now() < deadline &&
+           !std::all_of(report.nodes.begin(), report.nodes.end(), [](const node_report& r) { return r.reported; })) {
+        poll.expires_after(std::chrono::milliseconds(20));
+        co_await poll.async_wait(use_result);
+    }
+    report.wall = clock::now() - started;
+    const protocol::message release = protocol::release{};
+    for (auto& n : nodes) {
+        co_await write_message(n.control, release, n.address);
+        n.control.close();
+    }
+    co_return report;
+}
+
+template <class T>
+asio::awaitable<void> store_outcome(asio::awaitable<result<T>> task, std::optional<result<T>>* outcome) {
+    *outcome = co_await std::move(task);
+}
+
+// Runs `task` to completion on `io` and returns its result.
+template <class T>
+result<T> run_to_completion(asio::io_context& io, asio::awaitable<result<T>> task) {
+    std::optional<result<T>> outcome;
+    asio::co_spawn(io, store_outcome(std::move(task), &outcome), [&io](std::exception_ptr e) {
+        if (e) std::rethrow_exception(e);  // a bug: only cli/main.cpp catches
+        io.stop();
+    });
+    io.run();
+    KACLONE_ASSERT(outcome.has_value());
+    return *std::move(outcome);
+}
+
+// ---------------------------------------------------------------- node
+
+struct broadcast_target {
+    std::string interface;
+    udp::endpoint endpoint;
+};
+
+// Where to ask: the broadcast address of every IPv4 interface that is up, and loopback
+// (a server on this very host).
+std::vector<broadcast_target> broadcast_targets() {
+    std::vector<broadcast_target> targets;
+    ifaddrs* list = nullptr;
+    if (::getifaddrs(&list) == 0) {
+        for (ifaddrs* i = list; i != nullptr; i = i->ifa_next) {
+            if (i->ifa_addr == nullptr || i->ifa_addr->sa_family != AF_INET || !(i->ifa_flags & IFF_UP)) continue;
+            if ((i->ifa_flags & IFF_BROADCAST) && i->ifa_broadaddr != nullptr) {
+                const auto* b = reinterpret_cast<const sockaddr_in*>(i->ifa_broadaddr);
+                targets.push_back({i->ifa_name, {asio::ip::address_v4(ntohl(b->sin_addr.s_addr)), protocol::discovery_port}});
+            }
+        }
+        ::freeifaddrs(list);
+    }
+    targets.push_back({"lo", {asio::ip::address_v4::loopback(), protocol::discovery_port}});
+    return targets;
+}
+
+asio::awaitable<result<tcp::endpoint>> discover(asio::io_context& io, const join_config& config) {
+    // --server HOST:PORT: no discovery at all.
+    std::string host = config.server;
+    if (const auto colon = host.rfind(':'); colon != std::string::npos) {
+        asio::error_code ec;
+        const auto address = asio::ip::make_address(host.substr(0, colon), ec);
+        if (ec) co_return net_error(ec, "--server " + host);
+        co_return tcp::endpoint{address, static_cast<std::uint16_t>(std::stoul(host.substr(colon + 1)))};
+    }
+    std::vector<broadcast_target> targets;
+    if (!host.empty()) {
+        udp::resolver resolver{io};
+        const std::string port = std::to_string(protocol::discovery_port);
+        auto [ec, found] = co_await resolver.async_resolve(udp::v4(), host, port, use_result);
+        if (ec || found.empty()) co_return net_error(ec, "resolve --server " + host);
+        targets.push_back({host, found.begin()->endpoint()});
+    } else {
+        targets = broadcast_targets();
+    }
+    udp::socket socket{io, udp::endpoint{udp::v4(), 0}};
+    socket.set_option(asio::socket_base::broadcast(true));
+    const auto ask = protocol::encode_discovery({protocol::discovery::kind::ask, protocol::version, config.session, 0});
+    std::array<std::byte, 1500> datagram{};
+    auto wait = std::chrono::milliseconds(500);
+    for (unsigned attempt = 1; attempt <= config.retries; ++attempt) {
+        for (const auto& t : targets) co_await socket.async_send_to(asio::buffer(ask), t.endpoint, use_result);
+        asio::steady_timer timer{io, wait};
+        for (;;) {
+            udp::endpoint from;
+            auto got = co_await (socket.async_receive_from(asio::buffer(datagram), from, use_result) || timer.async_wait(use_result));
+            if (got.index() == 1) break;
+            auto [ec, n] = std::get<0>(got);
+            if (ec) break;
+            auto answer = protocol::decode_discovery(std::span(datagram.data(), n), from.address().to_string());
+            if (!answer || answer->what != protocol::discovery::kind::answer || answer->session != config.session) continue;
+            if (answer->version != protocol::version)
+                co_return error{make_error_code(protocol::errc::version_mismatch),
+                                "the server of session '" + config.session + "' at " + from.address().to_string() +
+                                    " speaks protocol " + std::to_string(answer->version) + ", this kaclone speaks " +
+                                    std::to_string(protocol::version)};
+            co_return tcp::endpoint{from.address(), answer->control_port};
+        }
+        if (config.log && attempt < config.retries)
+            config.log("no answer for session '" + config.session + "' yet (attempt " + std::to_string(attempt) + " of " +
+                       std::to_string(config.retries) + ")");
+        wait = std::min(wait * 2, std::chrono::milliseconds(4000));
+    }
+    std::string asked;
+    for (const auto& t : targets) asked += (asked.empty() ? "" : ", ") + t.interface + " " + t.endpoint.address().to_string();
+    co_return session_error(session_errc::no_server, "no server for session '" + config.session + "' answered after " +
+                                                         std::to_string(config.retries) + " attempts (asked " + asked + ")");
+}
+
+asio::awaitable<result<tcp::socket>> connect_parent(asio::io_context& io, const protocol::assign& a, const std::string& session) {
+    const tcp::endpoint parent{asio::ip::make_address(a.parent_address), a.parent_port};
+    const std::string peer = "parent " + endpoint_text(parent);
+    tcp::socket socket{io};
+    asio::steady_timer timer{io, std::chrono::seconds(10)};
+    auto got = co_await (socket.async_connect(parent, use_result) || timer.async_wait(use_result));
+    if (got.index() == 1) co_return session_error(session_errc::timeout, "connect to " + peer);
+    if (auto [ec] = std::get<0>(got); ec) co_return net_error(ec, "connect to " + peer);
+    const protocol::message hello = protocol::data_hello{session, a.node, 0};
+    auto w = co_await write_message(socket, hello, peer);
+    if (!w) co_return std::move(w).error();
+    auto m = co_await read_message(socket, peer, std::chrono::seconds(10));
+    if (!m) co_return std::move(m).error();
+    const auto* accept = std::get_if<protocol::data_accept>(&*m);
+    if (accept == nullptr || !accept->ok)
+        co_return session_error(session_errc::refused, peer + ": " + (accept ? accept->reason : "unexpected answer"));
+    socket.set_option(tcp::no_delay(true));
+    co_return std::move(socket);
+}
+
+asio::awaitable<result<join_report>> join(asio::io_context& io, const join_config& config, relay_stats& stats) {
+    auto server = co_await discover(io, config);
+    if (!server) co_return std::move(server).error();
+    const std::string server_text = "server " + endpoint_text(*server);
+    tcp::socket control{io};
+    {
+        asio::steady_timer timer{io, std::chrono::seconds(10)};
+        auto got = co_await (control.async_connect(*server, use_result) || timer.async_wait(use_result));
+        if (got.index() == 1) co_return session_error(session_errc::timeout, "connect to " + server_text);
+        if (auto [ec] = std::get<0>(got); ec) co_return net_error(ec, "connect to " + server_text);
+    }
+    tcp::acceptor data{io, tcp::endpoint{tcp::v4(), 0}};
+    const protocol::message hello = protocol::hello{config.session, host_name(), data.local_endpoint().port()};
+    auto said = co_await write_message(control, hello, server_text);
+    if (!said) co_return std::move(said).error();
+    if (config.log) config.log("joined session '" + config.session + "' at " + server_text + ", waiting for the start");
+
+    auto m = co_await read_message(control, server_text, forever);
+    if (!m) co_return std::move(m).error();
+    if (auto* r = std::get_if<protocol::refuse>(&*m)) co_return session_error(session_errc::refused, r->reason);
+    const auto* a = std::get_if<protocol::assign>(&*m);
+    if (a == nullptr) co_return error{make_error_code(protocol::errc::unknown_type), server_text + ": expected an assignment"};
+    const protocol::assign assignment = *a;
+
+    std::optional<tcp::socket> child;
+    if (!assignment.children.empty()) {
+        auto c = co_await accept_child(data, config.session, assignment.children.front(), config.log);
+        if (!c) co_return std::move(c).error();
+        child = std::move(*c);
+        make_blocking(child->native_handle());
+    }
+    auto parent = co_await connect_parent(io, assignment, config.session);
+    if (!parent) co_return std::move(parent).error();
+    make_blocking(parent->native_handle());
+
+    relay_config relay = config.relay;
+    relay.mode = static_cast<relay_mode>(assignment.relay_mode);
+    const auto started = clock::now();
+    data_plane plane{io};
+    plane.start(io, [&, relay, parent_fd = parent->native_handle(), child_fd = child ? child->native_handle() : -1] {
+        return run_relay(parent_fd, child_fd, config.sink, relay, stats);
+    });
+    while (!plane.outcome) {
+        co_await plane.wait(std::chrono::seconds(1));
+        if (plane.outcome) break;
+        if (config.on_tick) config.on_tick(stats);
+        const protocol::message progress = protocol::progress{stats.stored_bytes.load()};
+        co_await write_message(control, progress, server_text);
+    }
+    const auto wall = clock::now() - started;
+    protocol::done d;
+    d.ok = plane.outcome->has_value();
+    d.seconds = std::chrono::duration<double>(wall).count();
+    if (d.ok) {
+        d.stored_bytes = (*plane.outcome)->bytes;
+        d.digest = (*plane.outcome)->digest;
+    } else {
+        d.stored_bytes = stats.stored_bytes.load();
+        d.message = plane.outcome->error().message();
+    }
+    const protocol::message done_message = d;
+    co_await write_message(control, done_message, server_text);
+    if (!d.ok) co_return std::move(*plane.outcome).error();
+    // Wait for the release (the server closes the connection after it).
+    for (;;) {
+        auto next = co_await read_message(control, server_text, forever);
+        if (!next || std::holds_alternative<protocol::release>(*next)) break;
+    }
+    co_return join_report{**plane.outcome, assignment.node, assignment.parent_address, wall};
+}
+
+}  // namespace
+
+const std::error_category& session_category() noexcept {
+    static const enum_category<session_errc> instance{"kaclone.session", describe};
+    return instance;
+}
+std::error_code make_error_code(session_errc e) noexcept { return {static_cast<int>(e), session_category()}; }
+
+result<serve_report> serve_session(const serve_config& config, relay_stats& stats) {
+    asio::io_context io;
+    asio::error_code ec;
+    tcp::acceptor control{io};
+    control.open(tcp::v4());
+    control.set_option(tcp::acceptor::reuse_address(true));
+    control.bind({tcp::v4(), config.port}, ec);
+    if (ec) return net_error(ec, "listen on control port " + std::to_string(config.port));
+    control.listen();
+    tcp::acceptor data{io, tcp::endpoint{tcp::v4(), 0}};
+    udp::socket discovery{io};
+    discovery.open(udp::v4());
+    discovery.set_option(udp::socket::reuse_address(true));
+    discovery.bind({udp::v4(), protocol::discovery_port}, ec);
+    if (ec) return net_error(ec, "listen for discovery on UDP port " + std::to_string(protocol::discovery_port));
+    if (config.log)
+        config.log("session '" + config.session + "' waiting for " + std::to_string(config.nodes) +
+                   " nodes (control port " + std::to_string(control.local_endpoint().port()) + ")");
+    asio::co_spawn(io, answer_discovery(discovery, config.session, control.local_endpoint().port(), config.log), asio::detached);
+    return run_to_completion(io, serve(io, control, data, config, stats));
+}
+
+result<join_report> join_session(const join_config& config, relay_stats& stats) {
+    asio::io_context io;
+    return run_to_completion(io, join(io, config, stats));
+}
+
+}  // namespace kaclone
