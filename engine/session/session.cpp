@@ -8,6 +8,8 @@
 // done at the end; the server then releases them.
 #include <kaclone/session.hpp>
 
+#include <kaclone/topology.hpp>
+
 #include <algorithm>
 #include <array>
 #include <optional>
@@ -234,19 +236,27 @@ asio::awaitable<result<serve_report>> serve(asio::io_context& io, tcp::acceptor&
                                             const serve_config& config, relay_stats& stats) {
     auto joined = co_await admit(control, config);
     if (!joined) co_return std::move(joined).error();
-    auto& nodes = *joined;
-    std::sort(nodes.begin(), nodes.end(), [](const joined_node& a, const joined_node& b) {
-        return asio::ip::make_address_v4(a.address).to_uint() < asio::ip::make_address_v4(b.address).to_uint();
-    });
+    std::vector<joined_node> nodes;
+    {
+        std::vector<std::string> addresses;
+        for (const auto& n : *joined) addresses.push_back(n.address);
+        for (std::size_t i : order_by_address(addresses)) nodes.push_back(std::move((*joined)[i]));
+    }
+    const auto plan = plan_tree(nodes.size(), 1);
+    const auto address_of = [&](std::size_t slot) {
+        return slot == 0 ? nodes[0].control.local_endpoint().address().to_string() : nodes[slot - 1].address;
+    };
 
     serve_report report;
     for (std::size_t i = 0; i < nodes.size(); ++i) {
         protocol::assign a;
         a.node = static_cast<std::uint32_t>(i + 1);
-        a.parent_node = static_cast<std::uint32_t>(i);
-        a.parent_address = i == 0 ? nodes[0].control.local_endpoint().address().to_string() : nodes[i - 1].address;
-        a.parent_port = i == 0 ? data.local_endpoint().port() : nodes[i - 1].data_port;
-        if (i + 1 < nodes.size()) a.children.push_back({a.node + 1, nodes[i + 1].address});
+        const std::size_t parent = plan[i + 1].parent;
+        a.parent_node = static_cast<std::uint32_t>(parent);
+        a.parent_address = address_of(parent);
+        a.parent_port = parent == 0 ? data.local_endpoint().port() : nodes[parent - 1].data_port;
+        for (std::size_t child : plan[i + 1].children)
+            a.children.push_back({static_cast<std::uint32_t>(child), nodes[child - 1].address});
         a.stream_bytes = config.source_bytes;
         a.relay_mode = static_cast<std::uint8_t>(config.relay.mode);
         const protocol::message assignment = a;
