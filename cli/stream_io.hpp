@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 
 #include <sys/types.h>
 
@@ -28,7 +29,10 @@ public:
     // `sh -c command` with the stream on its stdin.
     static result<opened_sink> exec(const std::string& command);
 
-    opened_sink(opened_sink&&) noexcept = default;
+    opened_sink(opened_sink&& other) noexcept
+        : owned_(std::move(other.owned_)), sink_(other.sink_), child_(std::exchange(other.child_, -1)),
+          command_(std::move(other.command_)) {}
+    opened_sink& operator=(opened_sink&&) = delete;
     ~opened_sink();
 
     local_sink sink() const noexcept { return sink_; }

@@ -150,11 +150,15 @@ protected:
     }
 
     // Stops everything in flight and reaps every completion, so no SQE outlives its memory.
-    void drain(std::initializer_list<int> sockets) {
+    // After an error the parent side is shut down both ways (also waking splices blocked in
+    // io-wq); the child only gets our end of stream, so it still verifies every byte we
+    // forwarded and reports a bad frame itself instead of a reset.
+    void drain(int parent_fd) {
         if (inflight_ == 0) return;
-        if (error_)
-            for (int fd : sockets)
-                if (fd >= 0) ::shutdown(fd, SHUT_RDWR);  // also wakes splices blocked in io-wq
+        if (error_) {
+            if (parent_fd >= 0) ::shutdown(parent_fd, SHUT_RDWR);
+            if (child_fd_ >= 0) ::shutdown(child_fd_, SHUT_WR);
+        }
         auto* sqe = uring_.sqe();
         io_uring_prep_cancel(sqe, nullptr, IORING_ASYNC_CANCEL_ANY);
         submit(sqe, op::cancel);
@@ -221,7 +225,7 @@ public:
             if (const int rc = uring_.submit_and_wait(); rc < 0) fail_sys(rc, "io_uring wait");
             reap([this](const io_uring_cqe& cqe) { handle(cqe); });
         }
-        drain({child_fd_});
+        drain(-1);
         if (error_) return *error_;
         return relay_result{offset_, digest_.digest(), std::chrono::steady_clock::now() - eof_at_};
     }
@@ -356,7 +360,7 @@ public:
             if (const int rc = uring_.submit_and_wait(); rc < 0) fail_sys(rc, "io_uring wait");
             reap([this](const io_uring_cqe& cqe) { handle(cqe); });
         }
-        drain({parent_fd_, child_fd_});
+        drain(parent_fd_);
         if (error_) return *error_;
         if (sink_.kind == sink_kind::regular_file && ::ftruncate(sink_.fd, static_cast<off_t>(total_)) != 0)
             return last_sys_error("set the size of the sink file");
@@ -375,7 +379,7 @@ private:
 
     bool finished() const noexcept {
         return end_verified_ && jobs_.empty() && !write_inflight_ && (child_fd_ < 0 || child_complete_) &&
-               sent_complete_ && !ack_out_inflight_;
+               (sent_complete_ || parent_gone_) && !ack_out_inflight_;
     }
 
     // zerocopy mode and leaves: parent -> ring.
@@ -558,7 +562,7 @@ private:
 
     // What this node and its subtree hold, up to the parent; one ack in flight.
     void maybe_send_ack() {
-        if (ack_out_inflight_ || sent_complete_) return;
+        if (ack_out_inflight_ || sent_complete_ || parent_gone_) return;
         const std::uint64_t offset = child_fd_ < 0 ? stored_ : std::min(stored_, child_acked_);
         const bool complete = end_verified_ && jobs_.empty() && !write_inflight_ && (child_fd_ < 0 || child_complete_);
         if (offset == sent_ack_ && !complete) return;
@@ -574,6 +578,12 @@ private:
 
     void on_ack_out(int res) {
         ack_out_inflight_ = false;
+        if (res == -EPIPE || res == -ECONNRESET) {
+            // The parent went away: what it sent is still to be received and verified here,
+            // and the receive path reports how the stream ended.
+            parent_gone_ = true;
+            return;
+        }
         if (res < 0) return fail_sys(res, "send an acknowledgement to the parent");
         if (static_cast<std::size_t>(res) != protocol::ack_bytes)
             return fail(error{std::make_error_code(std::errc::io_error), "short acknowledgement send"});
@@ -620,6 +630,7 @@ private:
     std::uint64_t sent_ack_ = 0;
     bool sending_complete_ = false;
     bool sent_complete_ = false;
+    bool parent_gone_ = false;  // acks can no longer be sent
 };
 
 constexpr unsigned ring_entries = 64;
