@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# A corrupted frame is caught by every node: serve's test hook KACLONE_FAULT_FLIP_BYTE flips the
+# payload byte at stream offset 5000000 after the frame checksum was computed. Every node exits
+# 1; node 1 names the frame that holds it (1 MiB frames: offset 4194304), the others name it or
+# the offset where their stream stopped; serve exits 1, shows every node `failed` and lists
+# node 1's checksum mismatch.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/cluster_lib.sh"
+require_netns
+
+size=$((64 << 20))
+n=3
+flip=5000000
+frame=$((flip / 1048576 * 1048576)) # 4194304
+data_dir $((4 * size))
+cluster_up "$n"
+random_file "$data/source" 64M
+
+new_run corrupt
+KACLONE_FAULT_FLIP_BYTE=$flip start_serve 60 --session corrupt --nodes "$n" --source "$data/source"
+for ((i = 1; i <= n; i++)); do
+    start_join "$i" 60 --session corrupt --server "$(node_ip 0)" --sink "$data/node$i.img"
+done
+wait_session "$n"
+
+# Node 1 receives the corrupted frame first and must name it. A node further down names it too
+# when it received the whole frame before its parent stopped, or else says where its parent's
+# stream ended: at that frame, never later (no byte of it may be stored).
+for ((i = 1; i <= n; i++)); do
+    expect_rc "node $i (join) of a corrupted stream" "${join_rc[i]}" 1 "$run/join$i.err"
+    last=$(tail -n 1 "$run/join$i.err")
+    mismatch="kaclone join: stream 0 at offset $frame: checksum mismatch"
+    cut_off="kaclone join: parent closed the data connection at offset $frame before the end of the stream: Connection reset by peer"
+    if [ "$i" -eq 1 ]; then
+        expect_eq "node 1's error" "$last" "$mismatch"
+    elif [ "$last" != "$mismatch" ] && [ "$last" != "$cut_off" ]; then
+        fail "node $i's error names neither the bad frame nor where its stream stopped:
+  got:  $last
+  want: $mismatch
+  or:   $cut_off"
+    fi
+done
+expect_rc "serve of a corrupted stream" "$serve_rc" 1 "$run/serve.err"
+check_table "$n" "" "" failed
+grep -qxF "  node 1 ($(node_ip 1)): stream 0 at offset $frame: checksum mismatch" <<<"$failed_lines" ||
+    fail "serve does not report node 1's checksum mismatch:
+$failed_lines"
+
+echo "PASS: every node detects a corrupted frame"

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# join --exec CMD: 256 MiB of random data to 3 nodes that pipe it into `sha256sum > OUTFILE`.
+# Every OUTFILE holds the source's sha256 once join has exited (join waits for its command),
+# every node and serve exit 0 with the whole stream, and nothing is left running in the nodes.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/cluster_lib.sh"
+require_netns
+
+size=$((256 << 20))
+n=3
+data_dir "$size"
+cluster_up "$n"
+random_file "$data/source" 256M
+source_sha=$(sha "$data/source")
+
+new_run exec
+start_serve 60 --session exec --nodes "$n" --source "$data/source"
+for ((i = 1; i <= n; i++)); do
+    start_join "$i" 60 --session exec --server "$(node_ip 0)" --exec "sha256sum > '$run/node$i.sha256'"
+done
+wait_session "$n"
+
+for ((i = 1; i <= n; i++)); do
+    expect_rc "node $i (join)" "${join_rc[i]}" 0 "$run/join$i.err"
+done
+expect_rc "serve" "$serve_rc" 0 "$run/serve.err"
+check_no_process $(seq "$n")
+for ((i = 1; i <= n; i++)); do
+    [ -f "$run/node$i.sha256" ] || fail "node $i's command did not run: no $run/node$i.sha256"
+    expect_eq "output of node $i's 'sha256sum > OUTFILE'" "$(cat "$run/node$i.sha256")" "$source_sha  -"
+    check_stored "$i" "$size"
+done
+check_table "$n" "$size" match ok
+
+echo "PASS: relay to --exec commands (3 nodes, 256 MiB)"
