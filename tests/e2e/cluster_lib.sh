@@ -15,6 +15,7 @@
 #                                $run/serve.err. Environment set before the call is passed on.
 #   start_join I SECS ARGS...    `kaclone join ARGS` in node I the same way: ${join_pid[I]},
 #                                $run/joinI.out, $run/joinI.err
+#   wait_listening PORT          until serve (started) listens on TCP PORT in node 0 (bounded)
 #   wait_rc PID                  wait for PID; its exit code in $rc (never trips set -e)
 #   wait_session N               wait for serve and nodes 1..N: $serve_rc, ${join_rc[I]}
 #   kaclone_pid PID              the kaclone process started under PID (timeout's child)
@@ -84,6 +85,17 @@ start_join() {
     ip netns exec "${prefix}$i" timeout -k "$kill_after" "$secs" "$KACLONE" join "$@" \
         >"$run/join$i.out" 2>"$run/join$i.err" &
     join_pid[i]=$!
+}
+
+wait_listening() {
+    local port=$1 t
+    for ((t = 0; t < 200; t++)); do
+        [ -n "$(ip netns exec "${prefix}0" ss -Hltn "sport = :$port")" ] && return 0
+        kill -0 "$serve_pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    fail "serve does not listen on port $port (after 10 s or when it exited); its stderr:
+$(cat "$run/serve.err")"
 }
 
 wait_rc() {
