@@ -16,7 +16,7 @@ namespace kaclone::cli {
 inline constexpr std::uint64_t min_buffer_bytes = 4u << 20;
 
 inline void add_relay_options(CLI::App& cmd, relay_config& relay) {
-    add_bytes_option(cmd, "--buffer", reinterpret_cast<std::uint64_t&>(relay.buffer_bytes),
+    add_bytes_option(cmd, "--buffer", relay.buffer_bytes,
                      "Memory bound of the relay buffer (at least 4M)");
     static const std::map<std::string, relay_mode> modes{{"splice", relay_mode::splice}, {"zerocopy", relay_mode::zerocopy}};
     cmd.add_option("--relay-mode", relay.mode,

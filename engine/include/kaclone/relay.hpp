@@ -35,7 +35,7 @@ struct local_sink {
 };
 
 struct relay_config {
-    std::size_t buffer_bytes = 64u << 20;
+    std::uint64_t buffer_bytes = 64u << 20;
     relay_mode mode = relay_mode::splice;
     std::uint32_t frame_payload_bytes = protocol::default_frame_payload_bytes;  // source only
     int stop_fd = -1;  // eventfd: a write makes the data plane stop with errc::operation_canceled
