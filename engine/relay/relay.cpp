@@ -42,6 +42,13 @@ enum class op : std::uint64_t {
 constexpr std::size_t max_io_bytes = 4u << 20;  // per recv/send/write: large, so syscalls vanish
 constexpr std::size_t hole_block_bytes = 4096;
 
+// An operation that a signal interrupted (SIGSTOP/SIGCONT of the process, for one: io-wq
+// workers then complete blocking splices with -ERESTARTSYS) did nothing and is submitted again.
+bool interrupted(int res) noexcept {
+    constexpr int erestartsys = 512, erestartnointr = 513, erestartnohand = 514;
+    return res == -EINTR || res == -EAGAIN || res == -erestartsys || res == -erestartnointr || res == -erestartnohand;
+}
+
 bool all_zero(const std::byte* p, std::size_t n) noexcept {
     // memcmp against itself shifted by 1 byte: zero iff every byte equals the first, which is 0.
     return n == 0 || (p[0] == std::byte{0} && std::memcmp(p, p + 1, n - 1) == 0);
@@ -87,6 +94,7 @@ protected:
     }
     void on_ack_in(int res) {
         ack_in_inflight_ = false;
+        if (interrupted(res)) return;
         if (res < 0) return fail_sys(res, "receive acknowledgements from the child");
         if (res == 0) {
             child_closed_ = true;
@@ -133,6 +141,7 @@ protected:
             return;
         }
         send_inflight_ = false;
+        if (interrupted(cqe.res)) return;
         if ((cqe.res == -EINVAL || cqe.res == -EOPNOTSUPP) && zerocopy_works_) {
             zerocopy_works_ = false;  // kernel or socket without SEND_ZC: plain send from now on
             return;
@@ -261,6 +270,7 @@ private:
 
     void on_source_read(int res) {
         read_inflight_ = false;
+        if (interrupted(res)) return;
         if (res < 0) return fail_sys(res, "read the source");
         if (res == 0) {
             eof_ = true;
@@ -408,6 +418,10 @@ private:
 
     void on_parent_in(int res) {
         receive_inflight_ = false;
+        if (interrupted(res)) {
+            if (forward_pipe_) round_ = round_state::idle;  // nothing was spliced: start over
+            return;
+        }
         if (res < 0) return fail_sys(res, "receive from the parent");
         if (res == 0) {
             parent_eof_ = true;
@@ -423,13 +437,18 @@ private:
             return parse();
         }
         round_bytes_ = static_cast<std::size_t>(res);
-        auto* sqe = uring_.sqe();
-        io_uring_prep_tee(sqe, forward_pipe_->read_end(), local_pipe_->write_end(), static_cast<unsigned>(round_bytes_), 0);
-        submit(sqe, op::tee);
+        submit_tee();
         round_ = round_state::tee;
     }
 
+    void submit_tee() {
+        auto* sqe = uring_.sqe();
+        io_uring_prep_tee(sqe, forward_pipe_->read_end(), local_pipe_->write_end(), static_cast<unsigned>(round_bytes_), 0);
+        submit(sqe, op::tee);
+    }
+
     void on_tee(int res) {
+        if (interrupted(res)) return submit_tee();
         if (res < 0) return fail_sys(res, "tee the forward pipe");
         if (static_cast<std::size_t>(res) != round_bytes_)
             return fail(error{std::make_error_code(std::errc::io_error), "tee copied " + std::to_string(res) +
@@ -450,6 +469,7 @@ private:
     }
 
     void on_splice_out(int res) {
+        if (interrupted(res)) return submit_splice_out();
         if (res <= 0) return fail_sys(res == 0 ? -EPIPE : res, "send to the child");
         to_child_ -= static_cast<std::size_t>(res);
         if (to_child_ > 0) return submit_splice_out();
@@ -457,6 +477,7 @@ private:
     }
 
     void on_local_read(int res) {
+        if (interrupted(res)) return submit_local_read();
         if (res <= 0) return fail_sys(res == 0 ? -EPIPE : res, "read the local pipe");
         ring_.commit(static_cast<std::size_t>(res));
         to_ring_ -= static_cast<std::size_t>(res);
@@ -547,6 +568,7 @@ private:
 
     void on_sink_write(int res) {
         write_inflight_ = false;
+        if (interrupted(res)) return;  // maybe_write_sink() writes the same run again
         if (res <= 0) return fail_sys(res == 0 ? -EIO : res, "write the local sink at offset " +
                                                              std::to_string(jobs_.front().offset + jobs_.front().done));
         jobs_.front().done += static_cast<std::uint64_t>(res);
@@ -578,6 +600,10 @@ private:
 
     void on_ack_out(int res) {
         ack_out_inflight_ = false;
+        if (interrupted(res)) {
+            sent_ack_ = ~0ull;  // not sent: maybe_send_ack() sends the current state again
+            return;
+        }
         if (res == -EPIPE || res == -ECONNRESET) {
             // The parent went away: what it sent is still to be received and verified here,
             // and the receive path reports how the stream ended.
