@@ -47,8 +47,6 @@ const char* describe(session_errc e) noexcept {
     switch (e) {
         case session_errc::no_server: return "no server answered";
         case session_errc::refused: return "refused by the server";
-        case session_errc::node_failed: return "node failed";
-        case session_errc::peer_mismatch: return "unexpected peer";
         case session_errc::timeout: return "timed out";
     }
     return "unknown session error";
@@ -220,15 +218,35 @@ asio::awaitable<result<tcp::socket>> accept_child(tcp::acceptor& acceptor, const
     }
 }
 
-asio::awaitable<void> collect_reports(tcp::socket& control, node_report& report) {
+// How many nodes' report readers have ended (done received or connection lost); each end
+// wakes `wake`, so the server waits for reports without polling.
+struct report_tally {
+    explicit report_tally(asio::io_context& io) : wake(io) {}
+    std::size_t settled = 0;
+    asio::steady_timer wake;
+};
+
+// Reads a node's control messages until its done (or the connection ends). Borrows all three
+// from serve(), which waits for every reader to end before it returns.
+asio::awaitable<void> collect_reports(tcp::socket& control, node_report& report, report_tally& tally) {
     for (;;) {
         auto m = co_await read_message(control, report.address, forever);
-        if (!m) co_return;  // lost before done: reported stays false
+        if (!m) break;  // lost before done: reported stays false
         if (auto* d = std::get_if<protocol::done>(&*m)) {
             report.done = *d;
             report.reported = true;
-            co_return;
+            break;
         }
+    }
+    ++tally.settled;
+    tally.wake.cancel();
+}
+
+// Waits until `count` report readers have ended or `deadline` passes.
+asio::awaitable<void> wait_for_reports(report_tally& tally, std::size_t count, clock::time_point deadline) {
+    while (tally.settled < count && clock::now() < deadline) {
+        tally.wake.expires_at(deadline);
+        co_await tally.wake.async_wait(use_result);
     }
 }
 
@@ -248,6 +266,7 @@ asio::awaitable<result<serve_report>> serve(asio::io_context& io, tcp::acceptor&
     };
 
     serve_report report;
+    report_tally tally{io};
     for (std::size_t i = 0; i < nodes.size(); ++i) {
         protocol::assign a;
         a.node = static_cast<std::uint32_t>(i + 1);
@@ -265,7 +284,7 @@ asio::awaitable<result<serve_report>> serve(asio::io_context& io, tcp::acceptor&
         report.nodes.push_back({a.node, nodes[i].name, nodes[i].address, a.parent_address, false, {}});
     }
     for (std::size_t i = 0; i < nodes.size(); ++i)
-        asio::co_spawn(io, collect_reports(nodes[i].control, report.nodes[i]), asio::detached);
+        asio::co_spawn(io, collect_reports(nodes[i].control, report.nodes[i], tally), asio::detached);
 
     const protocol::child_slot first{1, nodes[0].address};
     auto child = co_await accept_child(data, config.session, first, config.log);
@@ -288,19 +307,15 @@ asio::awaitable<result<serve_report>> serve(asio::io_context& io, tcp::acceptor&
         report.source = **plane.outcome;
     }
     // Every node reports done (or loses its connection) after the stream ends.
-    asio::steady_timer poll{io};
-    const auto deadline = clock::now() + std::chrono::seconds(30);
-    while (clock::now() < deadline &&
-           !std::all_of(report.nodes.begin(), report.nodes.end(), [](const node_report& r) { return r.reported; })) {
-        poll.expires_after(std::chrono::milliseconds(20));
-        co_await poll.async_wait(use_result);
-    }
+    co_await wait_for_reports(tally, nodes.size(), clock::now() + std::chrono::seconds(30));
     report.wall = clock::now() - started;
     const protocol::message release = protocol::release{};
     for (auto& n : nodes) {
         co_await write_message(n.control, release, n.address);
         n.control.close();
     }
+    // Closing ends every reader still waiting; they borrow `nodes`, `report` and `tally`.
+    co_await wait_for_reports(tally, nodes.size(), clock::time_point::max());
     co_return report;
 }
 

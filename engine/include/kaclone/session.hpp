@@ -18,8 +18,6 @@ namespace kaclone {
 enum class session_errc {
     no_server = 1,    // discovery: no server of the session answered
     refused,          // the server refused this node (the reason is in `where`)
-    node_failed,      // a node reported a failure or lost its control connection
-    peer_mismatch,    // a data connection came from a node that is not the assigned child
     timeout,          // a peer did not answer before its deadline
 };
 const std::error_category& session_category() noexcept;
