@@ -89,10 +89,10 @@ subcommand add_join(CLI::App& app) {
     cmd->add_option("--disk", opts->disk, "Lay out this disk and install the golden node's system on it");
     cmd->add_flag("--yes", opts->yes, "Confirm that --disk may be overwritten");
     cmd->add_option("--retries", opts->retries, "Discovery attempts before giving up")->capture_default_str()->check(CLI::PositiveNumber);
-    add_bytes_option(*cmd, "--buffer", opts->relay.buffer_bytes,
-                     "Memory bound of the relay buffer on this node (at least 4M)");
+    add_buffer_option(*cmd, opts->relay);
     cmd->get_option("--sink")->excludes(cmd->get_option("--exec"));
     cmd->get_option("--disk")->excludes(cmd->get_option("--sink"))->excludes(cmd->get_option("--exec"));
+    cmd->get_option("--yes")->needs(cmd->get_option("--disk"));
     return {cmd, [cmd, opts] { return run_join(*cmd, *opts); }};
 }
 

@@ -15,9 +15,14 @@ namespace kaclone::cli {
 
 inline constexpr std::uint64_t min_buffer_bytes = 4u << 20;
 
+// --buffer, on serve and join: each node bounds its own memory.
+inline void add_buffer_option(CLI::App& cmd, relay_config& relay) {
+    add_bytes_option(cmd, "--buffer", relay.buffer_bytes, "Memory bound of this node's relay buffer (at least 4M)");
+}
+
+// --buffer and --relay-mode (serve only: the server tells every node the mode).
 inline void add_relay_options(CLI::App& cmd, relay_config& relay) {
-    add_bytes_option(cmd, "--buffer", relay.buffer_bytes,
-                     "Memory bound of the relay buffer (at least 4M)");
+    add_buffer_option(cmd, relay);
     static const std::map<std::string, relay_mode> modes{{"splice", relay_mode::splice}, {"zerocopy", relay_mode::zerocopy}};
     cmd.add_option("--relay-mode", relay.mode,
                    "How relays forward: splice (pipes, no copy) or zerocopy (ring buffer + SEND_ZC); "

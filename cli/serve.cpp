@@ -73,7 +73,7 @@ int run_serve(const CLI::App& command, const serve_options& opts) {
         return exit_failed;
     }
     relay_stats stats;
-    progress_line progress{"sent", source->bytes};
+    progress_line progress{"stored on every node:", source->bytes};
     serve_config config;
     config.session = opts.session;
     config.nodes = opts.nodes;
@@ -118,6 +118,9 @@ subcommand add_serve(CLI::App& app) {
     cmd->add_option("--port", opts->port, "Control port (default: chosen automatically)");
     add_relay_options(*cmd, opts->relay);
     cmd->get_option("--source")->excludes(cmd->get_option("--disk"));
+    // Only a disk clone has a layout and filesystems to describe or exclude from.
+    cmd->get_option("--desc")->needs(cmd->get_option("--disk"));
+    cmd->get_option("--exclude")->needs(cmd->get_option("--disk"));
     return {cmd, [cmd, opts] { return run_serve(*cmd, *opts); }};
 }
 

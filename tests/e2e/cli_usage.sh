@@ -49,6 +49,11 @@ Run 'kaclone serve --help' for usage."
 run_capture "$KACLONE" serve --nodes 2 --source /dev/null --relay-mode fast
 expect_eq "serve --relay-mode fast exit code" "$rc" 2
 
+run_capture "$KACLONE" serve --nodes 2 --source /dev/null --exclude /tmp
+expect_eq "serve --exclude without --disk exit code" "$rc" 2
+expect_eq "serve --exclude without --disk message" "$err" "kaclone serve: --exclude requires --disk
+Run 'kaclone serve --help' for usage."
+
 run_capture "$KACLONE" join --session x
 expect_eq "join without a sink exit code" "$rc" 2
 expect_eq "join without a sink message" "$err" "kaclone join: --sink, --exec or --disk is required
