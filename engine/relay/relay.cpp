@@ -280,7 +280,6 @@ private:
             return;
         }
         fill_ += static_cast<std::size_t>(res);
-        stats_.received_bytes.fetch_add(static_cast<std::uint64_t>(res), std::memory_order_relaxed);
         if (fill_ == config_.frame_payload_bytes) {
             commit_data_frame();
             frame_open_ = false;
@@ -431,7 +430,6 @@ private:
                                                std::to_string(next_offset_) + " before the end of the stream"});
             return;
         }
-        stats_.received_bytes.fetch_add(static_cast<std::uint64_t>(res), std::memory_order_relaxed);
         if (!forward_pipe_) {
             ring_.commit(static_cast<std::size_t>(res));
             return parse();

@@ -44,12 +44,11 @@ TEST(FrameHeader, RejectsForeignBytes) {
 // Every single-bit flip anywhere in the header is caught (by the magic or the header check).
 TEST(FrameHeader, DetectsEveryBitFlip) {
     const auto good = encoded({frame_type::data, 0, 4096, 8192, 42});
-    for (std::size_t bit = 0; bit < frame_header_bytes * 8; ++bit) {
+    constexpr std::size_t checked_bits = 36 * 8;  // the reserved last word is not covered
+    for (std::size_t bit = 0; bit < checked_bits; ++bit) {
         auto bad = good;
         bad[bit / 8] ^= std::byte{static_cast<unsigned char>(1u << (bit % 8))};
-        const auto decoded = decode_frame_header(bad, "x");
-        if (bit >= 36 * 8) continue;  // the reserved word is not covered; decoding ignores it
-        EXPECT_FALSE(decoded.has_value()) << "bit " << bit;
+        EXPECT_FALSE(decode_frame_header(bad, "x").has_value()) << "bit " << bit;
     }
 }
 

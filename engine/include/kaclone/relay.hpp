@@ -46,7 +46,6 @@ struct relay_config {
 
 // Counters the data plane updates and the control plane reads (progress, status).
 struct relay_stats {
-    std::atomic<std::uint64_t> received_bytes{0};  // stream bytes received (source: read)
     std::atomic<std::uint64_t> stored_bytes{0};    // verified and written to the local sink
     std::atomic<std::uint64_t> acked_bytes{0};     // acknowledged by the whole subtree
 };
