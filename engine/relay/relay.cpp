@@ -11,9 +11,11 @@
 #include <cstring>
 #include <deque>
 #include <optional>
+#include <vector>
 
 #include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <kaclone/ring_buffer.hpp>
@@ -63,10 +65,13 @@ protected:
         : uring_(std::move(uring)), ring_(std::move(ring)), config_(config), stats_(stats), child_fd_(child_fd) {}
     virtual ~node_base() = default;
 
-    void submit(io_uring_sqe* sqe, op kind) noexcept {
-        io_uring_sqe_set_data64(sqe, static_cast<std::uint64_t>(kind));
+    // user_data: the op in the low 32 bits, `index` (which splice round) in the high ones.
+    void submit(io_uring_sqe* sqe, op kind, std::size_t index = 0) noexcept {
+        io_uring_sqe_set_data64(sqe, static_cast<std::uint64_t>(kind) | (std::uint64_t{index} << 32));
         ++inflight_;
     }
+    static op kind_of(const io_uring_cqe& cqe) noexcept { return static_cast<op>(cqe.user_data & 0xffffffffu); }
+    static std::size_t index_of(const io_uring_cqe& cqe) noexcept { return static_cast<std::size_t>(cqe.user_data >> 32); }
 
     void fail(error e) {
         if (!error_) error_ = std::move(e);
@@ -161,20 +166,19 @@ protected:
     // Stops everything in flight and reaps every completion, so no SQE outlives its memory.
     // After an error the parent side is shut down both ways (also waking splices blocked in
     // io-wq); the child only gets our end of stream, so it still verifies every byte we
-    // forwarded and reports a bad frame itself instead of a reset.
+    // forwarded and reports a bad frame itself instead of a reset. After success only the
+    // receive side is shut: that ends a receive still waiting for bytes after the end frame.
     void drain(int parent_fd) {
         if (inflight_ == 0) return;
-        if (error_) {
-            if (parent_fd >= 0) ::shutdown(parent_fd, SHUT_RDWR);
-            if (child_fd_ >= 0) ::shutdown(child_fd_, SHUT_WR);
-        }
+        if (parent_fd >= 0) ::shutdown(parent_fd, error_ ? SHUT_RDWR : SHUT_RD);
+        if (error_ && child_fd_ >= 0) ::shutdown(child_fd_, SHUT_WR);
         auto* sqe = uring_.sqe();
         io_uring_prep_cancel(sqe, nullptr, IORING_ASYNC_CANCEL_ANY);
         submit(sqe, op::cancel);
         while (inflight_ > 0) {
             if (uring_.submit_and_wait() < 0) break;
             reap([this](const io_uring_cqe& cqe) {
-                if (static_cast<op>(cqe.user_data) == op::child_out && (cqe.flags & IORING_CQE_F_MORE)) ++inflight_;
+                if (kind_of(cqe) == op::child_out && (cqe.flags & IORING_CQE_F_MORE)) ++inflight_;
             });
         }
     }
@@ -325,7 +329,7 @@ private:
     }
 
     void handle(const io_uring_cqe& cqe) {
-        switch (static_cast<op>(cqe.user_data)) {
+        switch (kind_of(cqe)) {
             case op::source_read: return on_source_read(cqe.res);
             case op::child_out: return on_forward(cqe);
             case op::ack_in: return on_ack_in(cqe.res);
@@ -348,21 +352,33 @@ private:
 
 // ---------------------------------------------------------------- relay / leaf
 
+// A round of splice mode (see relay_node::maybe_splice_in); its states, in order:
+//   idle -> splice_in -> tee -> out_waiting (the round before is still going out) -> out -> idle
+enum class round_state { idle, splice_in, tee, out_waiting, out };
+
+struct splice_round {
+    net::pipe_pair forward, local;  // the same number of slots each
+    round_state state = round_state::idle;
+    std::size_t bytes = 0, to_child = 0, to_ring = 0;
+};
+
 class relay_node : node_base {
 public:
-    relay_node(net::uring uring, ring_buffer ring, std::optional<net::pipe_pair> forward_pipe,
-               std::optional<net::pipe_pair> local_pipe, int parent_fd, int child_fd,
+    relay_node(net::uring uring, ring_buffer ring, std::vector<splice_round> rounds, int parent_fd, int child_fd,
                local_sink sink, const relay_config& config, relay_stats& stats)
         : node_base(std::move(uring), std::move(ring), config, stats, child_fd),
-          forward_pipe_(std::move(forward_pipe)), local_pipe_(std::move(local_pipe)),
+          rounds_(std::move(rounds)),
           parent_fd_(parent_fd), sink_(sink) {}
 
     result<relay_result> run() {
         start_stop_watch();
         while (!error_ && !finished()) {
-            if (forward_pipe_) maybe_splice_in();
-            else maybe_receive();
-            if (!forward_pipe_) maybe_forward(forward_reader, config_.mode == relay_mode::zerocopy);
+            if (in_pipes()) {
+                maybe_splice_in();
+            } else {
+                maybe_receive();
+                maybe_forward(forward_reader, config_.mode == relay_mode::zerocopy);
+            }
             maybe_write_sink();
             maybe_receive_acks();
             maybe_send_ack();
@@ -402,87 +418,128 @@ private:
         receive_inflight_ = true;
     }
 
-    // splice mode, one round at a time: parent -> forward pipe, tee -> local pipe, then both
-    // forward pipe -> child and local pipe -> ring. A round starts only when the ring can take
-    // a whole pipe, so the local read never waits for the sink.
+    // splice mode: the stream moves in rounds of up to one pipe; each round has its own pair
+    // of pipes and goes splice_in (parent -> its forward pipe), tee (forward -> local pipe),
+    // then out: forward pipe -> child and local pipe -> ring (the copy that the frame check
+    // and the sink need). Two rounds overlap: the next round's splice_in runs while the
+    // previous round goes out. They never share a pipe, and that matters: a splice from a
+    // socket holds the pipe's lock while it waits for bytes, so a tee or read on the same pipe
+    // would wait for the parent too, and at the end of the stream for ever.
+    // Order is kept per stage: one splice_in at a time, in round order; the out stage only
+    // for the oldest round. A round starts only when the ring can take it and every round
+    // still in flight, so its local read never waits for the sink.
+
     void maybe_splice_in() {
-        if (round_ != round_state::idle || end_verified_ || parent_eof_) return;
-        const std::size_t cap = forward_pipe_->capacity();
-        if (ring_.writable(cap).size() < cap) return;
+        splice_round& r = rounds_[next_round_];
+        if (r.state != round_state::idle || splice_in_inflight_ || end_verified_ || parent_eof_) return;
+        const std::size_t cap = r.forward.capacity();
+        const std::size_t promised = rounds_[next_round_ ^ 1].to_ring;  // the other round's read
+        if (ring_.writable(promised + cap).size() < promised + cap) return;
         auto* sqe = uring_.sqe();
-        io_uring_prep_splice(sqe, parent_fd_, -1, forward_pipe_->write_end(), -1, static_cast<unsigned>(cap), SPLICE_F_MOVE);
-        submit(sqe, op::parent_in);
-        round_ = round_state::splice_in;
+        io_uring_prep_splice(sqe, parent_fd_, -1, r.forward.write_end(), -1, static_cast<unsigned>(cap), SPLICE_F_MOVE);
+        submit(sqe, op::parent_in, next_round_);
+        r.state = round_state::splice_in;
+        splice_in_inflight_ = true;
     }
 
-    void on_parent_in(int res) {
+    void on_parent_in(int res, std::size_t index) {
         receive_inflight_ = false;
-        if (interrupted(res)) {
-            if (forward_pipe_) round_ = round_state::idle;  // nothing was spliced: start over
-            return;
+        if (in_pipes()) {
+            splice_in_inflight_ = false;
+            rounds_[index].state = round_state::idle;
         }
+        if (interrupted(res)) return;  // nothing was received: submitted again
         if (res < 0) return fail_sys(res, "receive from the parent");
         if (res == 0) {
             parent_eof_ = true;
-            round_ = round_state::idle;
             if (!end_verified_) fail(error{std::make_error_code(std::errc::connection_reset),
                                            "parent closed the data connection at offset " +
                                                std::to_string(next_offset_) + " before the end of the stream"});
             return;
         }
-        if (!forward_pipe_) {
+        if (!in_pipes()) {
             ring_.commit(static_cast<std::size_t>(res));
             return parse();
         }
-        round_bytes_ = static_cast<std::size_t>(res);
-        submit_tee();
-        round_ = round_state::tee;
+        splice_round& r = rounds_[index];
+        r.bytes = r.to_ring = static_cast<std::size_t>(res);  // to_ring: promised ring space
+        r.state = round_state::tee;
+        next_round_ ^= 1;
+        submit_tee(index);
     }
 
-    void submit_tee() {
+    void submit_tee(std::size_t index) {
+        splice_round& r = rounds_[index];
         auto* sqe = uring_.sqe();
-        io_uring_prep_tee(sqe, forward_pipe_->read_end(), local_pipe_->write_end(), static_cast<unsigned>(round_bytes_), 0);
-        submit(sqe, op::tee);
+        io_uring_prep_tee(sqe, r.forward.read_end(), r.local.write_end(), static_cast<unsigned>(r.bytes), 0);
+        submit(sqe, op::tee, index);
     }
 
-    void on_tee(int res) {
-        if (interrupted(res)) return submit_tee();
+    void on_tee(int res, std::size_t index) {
+        splice_round& r = rounds_[index];
+        if (interrupted(res)) return submit_tee(index);
         if (res < 0) return fail_sys(res, "tee the forward pipe");
-        if (static_cast<std::size_t>(res) != round_bytes_)
-            return fail(error{std::make_error_code(std::errc::io_error), "tee copied " + std::to_string(res) +
-                                                                             " of " + std::to_string(round_bytes_) + " bytes"});
-        to_child_ = to_ring_ = round_bytes_;
-        submit_splice_out();
-        submit_local_read();
-        round_ = round_state::out;
+        // Both pipes of a round have the same slots and the local one is empty: all fits.
+        if (static_cast<std::size_t>(res) != r.bytes)
+            return fail(error{std::make_error_code(std::errc::io_error),
+                              "tee copied " + std::to_string(res) + " of " + std::to_string(r.bytes) + " bytes"});
+        r.to_child = r.bytes;
+        r.state = round_state::out_waiting;
+        maybe_start_out();
     }
 
-    void submit_splice_out() {
+    // The oldest round goes out once the round before it is completely out.
+    void maybe_start_out() {
+        splice_round& r = rounds_[out_round_];
+        if (r.state != round_state::out_waiting) return;
+        r.state = round_state::out;
+        submit_splice_out(out_round_);
+        submit_local_read(out_round_);
+    }
+
+    void submit_splice_out(std::size_t index) {
+        splice_round& r = rounds_[index];
         auto* sqe = uring_.sqe();
-        io_uring_prep_splice(sqe, forward_pipe_->read_end(), -1, child_fd_, -1, static_cast<unsigned>(to_child_), SPLICE_F_MOVE);
-        submit(sqe, op::child_out);
+        io_uring_prep_splice(sqe, r.forward.read_end(), -1, child_fd_, -1, static_cast<unsigned>(r.to_child), SPLICE_F_MOVE);
+        submit(sqe, op::child_out, index);
     }
-    void submit_local_read() {
-        submit_read(local_pipe_->read_end(), ring_.writable(to_ring_), op::local_read);
+    void submit_local_read(std::size_t index) {
+        splice_round& r = rounds_[index];
+        auto* sqe = uring_.sqe();
+        const auto into = ring_.writable(r.to_ring);
+        io_uring_prep_read(sqe, r.local.read_end(), into.data(), static_cast<unsigned>(into.size()), ~0ull);
+        submit(sqe, op::local_read, index);
     }
 
-    void on_splice_out(int res) {
-        if (interrupted(res)) return submit_splice_out();
+    void on_splice_out(int res, std::size_t index) {
+        splice_round& r = rounds_[index];
+        if (interrupted(res)) return submit_splice_out(index);
         if (res <= 0) return fail_sys(res == 0 ? -EPIPE : res, "send to the child");
-        to_child_ -= static_cast<std::size_t>(res);
-        if (to_child_ > 0) return submit_splice_out();
-        if (to_ring_ == 0) round_ = round_state::idle;
+        r.to_child -= static_cast<std::size_t>(res);
+        if (r.to_child > 0) return submit_splice_out(index);
+        maybe_finish_round(index);
     }
 
-    void on_local_read(int res) {
-        if (interrupted(res)) return submit_local_read();
+    void on_local_read(int res, std::size_t index) {
+        splice_round& r = rounds_[index];
+        if (interrupted(res)) return submit_local_read(index);
         if (res <= 0) return fail_sys(res == 0 ? -EPIPE : res, "read the local pipe");
         ring_.commit(static_cast<std::size_t>(res));
-        to_ring_ -= static_cast<std::size_t>(res);
+        r.to_ring -= static_cast<std::size_t>(res);
         parse();
-        if (to_ring_ > 0) return submit_local_read();
-        if (to_child_ == 0) round_ = round_state::idle;
+        if (r.to_ring > 0) return submit_local_read(index);
+        maybe_finish_round(index);
     }
+
+    void maybe_finish_round(std::size_t index) {
+        splice_round& r = rounds_[index];
+        if (r.to_child > 0 || r.to_ring > 0) return;
+        r.state = round_state::idle;
+        out_round_ ^= 1;
+        maybe_start_out();
+    }
+
+    bool in_pipes() const noexcept { return !rounds_.empty(); }
 
     std::string place() const { return "stream 0 at offset " + std::to_string(next_offset_); }
 
@@ -615,11 +672,12 @@ private:
     }
 
     void handle(const io_uring_cqe& cqe) {
-        switch (static_cast<op>(cqe.user_data)) {
-            case op::parent_in: return on_parent_in(cqe.res);
-            case op::tee: return on_tee(cqe.res);
-            case op::local_read: return on_local_read(cqe.res);
-            case op::child_out: return forward_pipe_ ? on_splice_out(cqe.res) : on_forward(cqe);
+        const std::size_t index = index_of(cqe);
+        switch (kind_of(cqe)) {
+            case op::parent_in: return on_parent_in(cqe.res, index);
+            case op::tee: return on_tee(cqe.res, index);
+            case op::local_read: return on_local_read(cqe.res, index);
+            case op::child_out: return in_pipes() ? on_splice_out(cqe.res, index) : on_forward(cqe);
             case op::sink_write: return on_sink_write(cqe.res);
             case op::ack_in: return on_ack_in(cqe.res);
             case op::ack_out: return on_ack_out(cqe.res);
@@ -628,14 +686,12 @@ private:
         }
     }
 
-    // splice rounds: idle -> splice_in -> tee -> out (splice to child + read to ring) -> idle
-    enum class round_state { idle, splice_in, tee, out };
-
-    std::optional<net::pipe_pair> forward_pipe_, local_pipe_;  // splice mode with a child only
+    std::vector<splice_round> rounds_;  // splice mode with a child: two rounds, else none
     int parent_fd_;
     local_sink sink_;
-    round_state round_ = round_state::idle;
-    std::size_t round_bytes_ = 0, to_child_ = 0, to_ring_ = 0;
+    bool splice_in_inflight_ = false;
+    std::size_t next_round_ = 0;  // the round the next splice_in fills
+    std::size_t out_round_ = 0;   // the oldest round: the only one that goes out
     bool receive_inflight_ = false;
     bool parent_eof_ = false;
 
@@ -681,21 +737,29 @@ result<relay_result> run_relay(int parent_fd, int child_fd, local_sink sink, con
     const std::size_t readers = child_fd >= 0 && !splicing ? 2 : 1;
     auto ring = ring_buffer::create(config.buffer_bytes, readers, config.buffer_bytes / 4);
     if (!ring) return std::move(ring).error();
-    std::optional<net::pipe_pair> forward_pipe, local_pipe;
+    std::vector<splice_round> rounds;
     if (splicing) {
-        // Both pipes get the same number of slots, so a tee of all of the forward pipe always
-        // fits into the empty local pipe.
+        // Both pipes of a round get the same number of slots, so a tee of all of the forward
+        // pipe always fits into the (empty) local pipe.
         constexpr std::size_t pipe_bytes = 1u << 20;
-        auto a = net::pipe_pair::create(pipe_bytes);
-        if (!a) return std::move(a).error();
-        auto b = net::pipe_pair::create(a->capacity());
-        if (!b) return std::move(b).error();
-        if (b->capacity() != a->capacity())
-            return error{make_error_code(kaclone::errc::out_of_range), "pipes of unequal capacity"};
-        forward_pipe = *std::move(a);
-        local_pipe = *std::move(b);
+        for (int i = 0; i < 2; ++i) {
+            auto forward = net::pipe_pair::create(pipe_bytes);
+            if (!forward) return std::move(forward).error();
+            auto local = net::pipe_pair::create(forward->capacity());
+            if (!local) return std::move(local).error();
+            if (local->capacity() != forward->capacity())
+                return error{make_error_code(kaclone::errc::out_of_range), "pipes of unequal capacity"};
+            rounds.push_back({*std::move(forward), *std::move(local)});
+        }
     }
-    relay_node node{*std::move(uring), *std::move(ring), std::move(forward_pipe), std::move(local_pipe),
+    if (sink.kind == sink_kind::sequential) {
+        // A pipe sink (stdout into a pipeline, --exec) holds 64 KiB by default: writer and
+        // reader then wake each other every 64 KiB. A larger pipe cuts those round trips 16x;
+        // best effort, as a pipe we do not own may refuse it.
+        struct stat st{};
+        if (::fstat(sink.fd, &st) == 0 && S_ISFIFO(st.st_mode)) (void)::fcntl(sink.fd, F_SETPIPE_SZ, 1 << 20);
+    }
+    relay_node node{*std::move(uring), *std::move(ring), std::move(rounds),
                     parent_fd, child_fd, sink, config, stats};
     return node.run();
 }
