@@ -1,6 +1,9 @@
 // `kaclone go`: an operator starts a waiting session now (the old `ka-d-client -g`).
+#include <cstdio>
 #include <memory>
 #include <string>
+
+#include <kaclone/session.hpp>
 
 #include "commands.hpp"
 
@@ -10,9 +13,25 @@ namespace {
 struct go_options {
     std::string session = "default";
     std::string server;
+    unsigned retries = 5;
 };
 
-int run_go(const CLI::App& command, const go_options&) { return not_built_yet(command); }
+void log_line(const std::string& line) { std::fprintf(stderr, "kaclone go: %s\n", line.c_str()); }
+
+int run_go(const go_options& opts) {
+    go_config config;
+    config.session = opts.session;
+    config.server = opts.server;
+    config.retries = opts.retries;
+    config.log = log_line;
+    auto started = start_session(config);
+    if (!started) {
+        log_line(started.error().message());
+        return exit_failed;
+    }
+    log_line("session '" + opts.session + "' starts with " + std::to_string(*started) + " nodes");
+    return exit_ok;
+}
 
 }  // namespace
 
@@ -21,8 +40,9 @@ subcommand add_go(CLI::App& app) {
     auto* cmd = app.add_subcommand("go", "Start a waiting session now, with the nodes that have joined so far");
     cmd->footer("Example:\n  kaclone go --session lab3");
     cmd->add_option("--session", opts->session, "Session to start")->capture_default_str();
-    cmd->add_option("--server", opts->server, "Server HOST[:PORT]; skips the broadcast discovery");
-    return {cmd, [cmd, opts] { return run_go(*cmd, *opts); }};
+    cmd->add_option("--server", opts->server, "Server HOST (asked directly) or HOST:PORT (its control port)");
+    cmd->add_option("--retries", opts->retries, "Discovery attempts before giving up")->capture_default_str()->check(CLI::PositiveNumber);
+    return {cmd, [opts] { return run_go(*opts); }};
 }
 
 }  // namespace kaclone::cli

@@ -6,6 +6,7 @@
 #include <kaclone/session.hpp>
 
 #include "commands.hpp"
+#include "json.hpp"
 #include "options.hpp"
 #include "progress.hpp"
 #include "relay_options.hpp"
@@ -22,6 +23,7 @@ struct join_options {
     std::string disk;
     bool yes = false;
     unsigned retries = 5;
+    bool json = false;
     relay_config relay;
 };
 
@@ -31,6 +33,8 @@ int run_join(const CLI::App& command, const join_options& opts) {
     if (opts.sink.empty() && opts.exec.empty() && opts.disk.empty())
         return usage_error(command, "--sink, --exec or --disk is required");
     if (const auto problem = relay_options_problem(opts.relay); !problem.empty()) return usage_error(command, problem);
+    if (opts.json && opts.sink == "-")
+        return usage_error(command, "--json prints on stdout, which --sink - already uses; store to a file or use --exec");
     if (!opts.disk.empty()) return not_built_yet(command);
     auto sink = opts.exec.empty() ? opened_sink::open_path(opts.sink) : opened_sink::exec(opts.exec);
     if (!sink) {
@@ -50,18 +54,29 @@ int run_join(const CLI::App& command, const join_options& opts) {
         progress.clear();
         log_line(line);
     };
+    if (opts.json) config.on_event = [&opts](const session_event& e) { print_json_line(event_json(opts.session, e)); };
     auto report = join_session(config, stats);
     progress.clear();
     auto finished = sink->finish();
-    if (!report) {
-        log_line(report.error().message());
-        return exit_failed;
-    }
-    if (!finished) {
-        log_line(finished.error().message());
+    if (!report || !finished) {
+        const std::string why = !report ? report.error().message() : finished.error().message();
+        log_line(why);
+        if (opts.json) {
+            json_object o = json_event(opts.session, "summary");
+            o.add("ok", false).add("message", why);
+            print_json_line(o);
+        }
         return exit_failed;
     }
     const double secs = seconds(report->wall);
+    if (opts.json) {
+        json_object o = json_event(opts.session, "summary");
+        o.add("ok", true).add("node", std::uint64_t{report->node}).add("parent", report->parent_address);
+        o.add("bytes", report->stream.bytes).add("digest", report->stream.digest.hex()).add("seconds", secs);
+        o.add("mb_s", secs > 0 ? static_cast<double>(report->stream.bytes) / secs / 1e6 : 0.0);
+        o.add("peak_rss_mib", static_cast<double>(peak_rss_bytes()) / (1 << 20));
+        print_json_line(o);
+    }
     std::fprintf(stderr, "kaclone join: stored %llu bytes in %.2f s (%.1f MB/s), digest %s, peak RSS %.1f MiB\n",
                  static_cast<unsigned long long>(report->stream.bytes), secs,
                  secs > 0 ? static_cast<double>(report->stream.bytes) / secs / 1e6 : 0, report->stream.digest.hex().c_str(),
@@ -89,6 +104,7 @@ subcommand add_join(CLI::App& app) {
     cmd->add_option("--disk", opts->disk, "Lay out this disk and install the golden node's system on it");
     cmd->add_flag("--yes", opts->yes, "Confirm that --disk may be overwritten");
     cmd->add_option("--retries", opts->retries, "Discovery attempts before giving up")->capture_default_str()->check(CLI::PositiveNumber);
+    cmd->add_flag("--json", opts->json, "Print events as JSON lines on stdout (see README)");
     add_buffer_option(*cmd, opts->relay);
     cmd->get_option("--sink")->excludes(cmd->get_option("--exec"));
     cmd->get_option("--disk")->excludes(cmd->get_option("--sink"))->excludes(cmd->get_option("--exec"));

@@ -1,7 +1,9 @@
 // `kaclone serve`: the golden node's side of a session.
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -9,6 +11,7 @@
 #include <kaclone/units.hpp>
 
 #include "commands.hpp"
+#include "json.hpp"
 #include "options.hpp"
 #include "progress.hpp"
 #include "relay_options.hpp"
@@ -25,6 +28,11 @@ struct serve_options {
     std::string desc;
     std::vector<std::string> excludes;
     std::uint16_t port = 0;
+    unsigned min_nodes = 0;
+    std::chrono::milliseconds wait{0};
+    std::string order_file;
+    std::chrono::milliseconds stagger{0};
+    bool json = false;
     relay_config relay;
 };
 
@@ -62,11 +70,69 @@ bool print_report(const serve_report& report) {
     return good == report.nodes.size();
 }
 
+// The summary as JSON: the same facts as the table and the summary line.
+bool print_json_report(const std::string& session, const serve_report& report) {
+    std::string failed = "[";
+    unsigned good = 0;
+    for (const node_report& n : report.nodes) {
+        const bool ok = n.reported && n.done.ok && n.done.digest == report.source.digest &&
+                        n.done.stored_bytes == report.source.bytes;
+        if (ok) {
+            ++good;
+            continue;
+        }
+        json_object f;
+        f.add("node", std::uint64_t{n.node}).add("address", n.address).add("bytes", n.done.stored_bytes);
+        f.add("message", !n.reported ? std::string("lost its control connection before reporting")
+                         : !n.done.ok ? n.done.message
+                                      : "stored " + std::to_string(n.done.stored_bytes) + " bytes with digest " + n.done.digest.hex());
+        failed += (failed.size() > 1 ? "," : "") + f.str();
+    }
+    failed += "]";
+    const double wall = seconds(report.wall);
+    json_object o = json_event(session, "summary");
+    o.add("nodes", std::uint64_t{report.nodes.size()}).add("ok", std::uint64_t{good}).add("bytes", report.source.bytes);
+    o.add("digest", report.source.digest.hex()).add("seconds", wall);
+    o.add("mb_s", wall > 0 ? static_cast<double>(report.source.bytes) / wall / 1e6 : 0.0);
+    o.add("drain_seconds", seconds(report.source.drain)).add_raw("failed", failed);
+    print_json_line(o);
+    return good == report.nodes.size();
+}
+
+// --order FILE: one host name or address per line; blank lines and # comments allowed.
+result<std::vector<std::string>> read_order_file(const std::string& path) {
+    std::ifstream in(path);
+    if (!in) return error{std::make_error_code(std::errc::no_such_file_or_directory), "--order " + path};
+    std::vector<std::string> order;
+    std::string line;
+    for (int number = 1; std::getline(in, line); ++number) {
+        if (const auto hash = line.find('#'); hash != std::string::npos) line.erase(hash);
+        std::istringstream words(line);
+        std::string word, extra;
+        if (!(words >> word)) continue;
+        if (words >> extra)
+            return error{std::make_error_code(std::errc::invalid_argument),
+                         path + ":" + std::to_string(number) + ": one host name or address per line, found '" + extra + "' after '" + word + "'"};
+        order.push_back(word);
+    }
+    return order;
+}
+
 int run_serve(const CLI::App& command, const serve_options& opts) {
     if (opts.nodes == 0) return usage_error(command, "--nodes is required");
     if (opts.source.empty() && opts.disk.empty()) return usage_error(command, "--source or --disk is required");
     if (const auto problem = relay_options_problem(opts.relay); !problem.empty()) return usage_error(command, problem);
+    if (opts.min_nodes > opts.nodes) return usage_error(command, "--min must not exceed --nodes");
     if (!opts.disk.empty()) return not_built_yet(command);
+    std::vector<std::string> order;
+    if (!opts.order_file.empty()) {
+        auto read = read_order_file(opts.order_file);
+        if (!read) {
+            log_line(read.error().message());
+            return exit_failed;
+        }
+        order = *std::move(read);
+    }
     auto source = open_source(opts.source);
     if (!source) {
         log_line(source.error().message());
@@ -78,6 +144,10 @@ int run_serve(const CLI::App& command, const serve_options& opts) {
     config.session = opts.session;
     config.nodes = opts.nodes;
     config.port = opts.port;
+    config.min_nodes = opts.min_nodes;
+    config.wait = opts.wait;
+    config.order = std::move(order);
+    config.stagger = opts.stagger;
     config.source_fd = source->fd;
     config.source_bytes = source->bytes;
     config.relay = opts.relay;
@@ -87,12 +157,14 @@ int run_serve(const CLI::App& command, const serve_options& opts) {
         progress.clear();
         log_line(line);
     };
+    if (opts.json) config.on_event = [&opts](const session_event& e) { print_json_line(event_json(opts.session, e)); };
     auto report = serve_session(config, stats);
     progress.clear();
     if (!report) {
         log_line(report.error().message());
         return exit_failed;
     }
+    if (opts.json) return print_json_report(opts.session, *report) ? exit_ok : exit_failed;
     return print_report(*report) ? exit_ok : exit_failed;
 }
 
@@ -108,7 +180,9 @@ subcommand add_serve(CLI::App& app) {
         "Examples:\n"
         "  kaclone serve --nodes 40 --disk sda --exclude /tmp     clone this machine\n"
         "  kaclone serve --nodes 8 --source image.raw             broadcast a file or device\n"
-        "  tar c /data | kaclone serve --nodes 8 --source -       broadcast stdin");
+        "  tar c /data | kaclone serve --nodes 8 --source -       broadcast stdin\n"
+        "  kaclone serve --nodes 40 --min 30 --wait 5m --source image.raw\n"
+        "                      start after 5 minutes if 30 of 40 nodes are there (or on `kaclone go`)");
     cmd->add_option("--session", opts->session, "Session name; nodes join by this name")->capture_default_str();
     cmd->add_option("--nodes", opts->nodes, "Number of nodes to wait for before starting")->check(CLI::PositiveNumber);
     cmd->add_option("--source", opts->source, "Send a file, block device or - (stdin)");
@@ -116,11 +190,21 @@ subcommand add_serve(CLI::App& app) {
     cmd->add_option("--desc", opts->desc, "Partition description file (default: derived from --disk)");
     cmd->add_option("--exclude", opts->excludes, "Do not send this directory's content (repeatable)");
     cmd->add_option("--port", opts->port, "Control port (default: chosen automatically)");
+    cmd->add_option("--min", opts->min_nodes, "With --wait: start at the deadline if at least this many nodes joined")
+        ->check(CLI::PositiveNumber);
+    add_duration_option(*cmd, "--wait", opts->wait,
+                        "Start this long after the server started, with the nodes joined by then (at least --min, default 1)");
+    cmd->add_option("--order", opts->order_file,
+                    "File with one host name or address per line: the chain's order (others follow by address)")
+        ->check(CLI::ExistingFile);
+    add_duration_option(*cmd, "--stagger", opts->stagger, "Time between two nodes' releases (spreads their reboots)");
+    cmd->add_flag("--json", opts->json, "Print events as JSON lines on stdout instead of the table (see README)");
     add_relay_options(*cmd, opts->relay);
     cmd->get_option("--source")->excludes(cmd->get_option("--disk"));
     // Only a disk clone has a layout and filesystems to describe or exclude from.
     cmd->get_option("--desc")->needs(cmd->get_option("--disk"));
     cmd->get_option("--exclude")->needs(cmd->get_option("--disk"));
+    cmd->get_option("--min")->needs(cmd->get_option("--wait"));
     return {cmd, [cmd, opts] { return run_serve(*cmd, *opts); }};
 }
 

@@ -101,7 +101,7 @@ private:
 error protocol_error(errc e, std::string_view where) { return error{make_error_code(e), std::string(where)}; }
 
 enum class message_type : std::uint16_t {
-    hello = 1, refuse, assign, progress, done, release, data_hello, data_accept,
+    hello = 1, refuse, assign, progress, done, release, data_hello, data_accept, go, go_answer,
 };
 
 void encode_body(byte_writer& w, const hello& m) {
@@ -142,6 +142,13 @@ void encode_body(byte_writer& w, const data_accept& m) {
     w.put_string(m.reason);
 }
 
+void encode_body(byte_writer& w, const go& m) { w.put_string(m.session); }
+void encode_body(byte_writer& w, const go_answer& m) {
+    w.put(static_cast<std::uint8_t>(m.ok));
+    w.put(m.nodes);
+    w.put_string(m.reason);
+}
+
 void decode_body(byte_reader& r, hello& m) {
     m.session = r.get_string();
     m.node_name = r.get_string();
@@ -179,6 +186,13 @@ void decode_body(byte_reader& r, data_hello& m) {
 }
 void decode_body(byte_reader& r, data_accept& m) {
     m.ok = r.get<std::uint8_t>() != 0;
+    m.reason = r.get_string();
+}
+
+void decode_body(byte_reader& r, go& m) { m.session = r.get_string(); }
+void decode_body(byte_reader& r, go_answer& m) {
+    m.ok = r.get<std::uint8_t>() != 0;
+    m.nodes = r.get<std::uint32_t>();
     m.reason = r.get_string();
 }
 

@@ -156,36 +156,125 @@ asio::awaitable<void> answer_discovery(udp::socket& socket, std::string session,
     }
 }
 
-// Accepts control connections until `config.nodes` nodes have said a valid hello.
-asio::awaitable<result<std::vector<joined_node>>> admit(tcp::acceptor& acceptor, const serve_config& config) {
+// Who has joined, and whether the session may start. Lives outside the io_context's
+// coroutines (serve_session), which all borrow it; every change wakes `wake`.
+struct admission {
+    explicit admission(asio::io_context& io) : wake(io) {}
+    void changed() { wake.cancel(); }
+
     std::vector<joined_node> joined;
-    while (joined.size() < config.nodes) {
-        auto [ec, socket] = co_await acceptor.async_accept(use_result);
-        if (ec) co_return net_error(ec, "accept control connections");
-        const std::string peer = endpoint_text(socket.remote_endpoint());
-        auto m = co_await read_message(socket, peer, config.admission_timeout);
-        std::string refusal;
-        if (!m) {
-            refusal = m.error().message();
-        } else if (auto* h = std::get_if<protocol::hello>(&*m); h == nullptr) {
-            refusal = peer + ": expected hello";
-        } else if (h->session != config.session) {
+    std::string go_from;    // the operator who sent go, once one did
+    bool started = false;
+    std::size_t greeting = 0;  // connections whose first message is still awaited
+    asio::steady_timer wake;
+};
+
+void emit(const serve_config& config, session_event e) {
+    if (config.on_event) config.on_event(e);
+}
+
+// Reads the first message of one control connection and acts on it: a hello joins (before
+// the start) or is refused; a go starts the session. Anything else is refused with one log
+// line naming the peer; the session goes on undisturbed.
+asio::awaitable<void> greet(tcp::socket socket, const serve_config& config, admission& state) {
+    asio::error_code ec;
+    const auto remote = socket.remote_endpoint(ec);
+    const std::string peer = ec ? "?" : endpoint_text(remote);
+    auto m = co_await read_message(socket, peer, config.admission_timeout);
+    --state.greeting;
+    std::string refusal;
+    std::optional<protocol::message> answer;
+    if (!m) {
+        refusal = m.error().message();
+        // Only a peer that speaks our framing can read a refusal in words.
+        if (m.error().code == protocol::errc::version_mismatch) answer = protocol::refuse{refusal};
+    } else if (auto* h = std::get_if<protocol::hello>(&*m)) {
+        if (h->session != config.session)
             refusal = "this server runs session '" + config.session + "', not '" + h->session + "'";
+        else if (state.started)
+            refusal = "session '" + config.session + "' is already running with " + std::to_string(state.joined.size()) +
+                      " nodes; a node cannot join a running session";
+        else if (state.joined.size() >= config.nodes)
+            refusal = "session '" + config.session + "' already has its " + std::to_string(config.nodes) + " nodes";
+        if (!refusal.empty()) {
+            answer = protocol::refuse{refusal};
         } else {
-            std::string address = socket.remote_endpoint().address().to_string();
-            joined.push_back({std::move(socket), std::move(address), h->node_name, h->data_port});
-            if (config.log) config.log("node " + joined.back().address + " (" + h->node_name + ") joined, " +
-                                       std::to_string(joined.size()) + " of " + std::to_string(config.nodes));
+            const std::string address = remote.address().to_string();
+            state.joined.push_back({std::move(socket), address, h->node_name, h->data_port});
+            if (config.log) config.log("node " + address + " (" + h->node_name + ") joined, " +
+                                       std::to_string(state.joined.size()) + " of " + std::to_string(config.nodes));
+            emit(config, {session_event::kind::joined, 0, h->node_name, address, "", 0, state.joined.size(), ""});
+            state.changed();
+            co_return;
+        }
+    } else if (auto* g = std::get_if<protocol::go>(&*m)) {
+        protocol::go_answer a;
+        if (g->session != config.session) a.reason = "this server runs session '" + config.session + "', not '" + g->session + "'";
+        else if (state.started) a.reason = "session '" + config.session + "' is already running";
+        else if (state.joined.empty()) a.reason = "no node has joined session '" + config.session + "' yet";
+        else {
+            a.ok = true;
+            a.nodes = static_cast<std::uint32_t>(state.joined.size());
+            state.go_from = peer;
+            state.changed();
+        }
+        if (!a.ok) refusal = "go: " + a.reason;
+        answer = a;
+    } else {
+        refusal = "expected hello or go";
+    }
+    if (!refusal.empty()) {
+        if (config.log) config.log("refused " + peer + ": " + refusal);
+        emit(config, {session_event::kind::refused, 0, "", peer, "", 0, 0, refusal});
+    }
+    if (answer) {
+        const protocol::message reply = *answer;
+        co_await write_message(socket, reply, peer);
+    }
+}
+
+// Accepts control connections for the whole session, each greeted on its own, so a silent
+// or slow peer holds up nobody. At most `max_greeting` wait for their first message at once.
+asio::awaitable<void> accept_control(tcp::acceptor& acceptor, const serve_config& config, admission& state) {
+    constexpr std::size_t max_greeting = 64;
+    for (;;) {
+        auto [ec, socket] = co_await acceptor.async_accept(use_result);
+        if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
+        if (ec) continue;  // e.g. the peer reset before we accepted, or out of fds for a moment
+        if (state.greeting >= max_greeting) {
+            asio::error_code ignored;
+            const auto remote = socket.remote_endpoint(ignored);
+            if (config.log) config.log("refused " + (ignored ? std::string("?") : endpoint_text(remote)) + ": " +
+                                       std::to_string(max_greeting) + " connections are still to say who they are");
             continue;
         }
-        if (config.log) config.log("refused " + peer + ": " + refusal);
-        if (m.has_value() || m.error().code == protocol::errc::version_mismatch)
-        {
-            const protocol::message refusal_message = protocol::refuse{refusal};
-            co_await write_message(socket, refusal_message, peer);
-        }
+        ++state.greeting;
+        asio::co_spawn(acceptor.get_executor(), greet(std::move(socket), config, state), asio::detached);
     }
-    co_return joined;
+}
+
+// Waits until the session may start: all nodes joined, an operator's go, or the --wait
+// deadline with at least --min nodes. Returns why, in words.
+asio::awaitable<std::string> wait_for_start(const serve_config& config, admission& state, clock::time_point began) {
+    const bool early = config.wait.count() > 0;
+    const unsigned min_nodes = std::max(config.min_nodes, 1u);
+    const auto deadline = early ? began + config.wait : clock::time_point::max();
+    bool told = false;
+    for (;;) {
+        if (state.joined.size() >= config.nodes) co_return "all " + std::to_string(config.nodes) + " nodes joined";
+        if (!state.go_from.empty()) co_return "kaclone go from " + state.go_from;
+        if (early && clock::now() >= deadline) {
+            if (state.joined.size() >= min_nodes)
+                co_return "the --wait deadline passed with " + std::to_string(state.joined.size()) + " of " +
+                    std::to_string(config.nodes) + " nodes (--min " + std::to_string(min_nodes) + ")";
+            if (!told && config.log)
+                config.log("the --wait deadline passed with " + std::to_string(state.joined.size()) + " nodes; starting as soon as " +
+                           std::to_string(min_nodes) + " (--min) have joined");
+            told = true;
+        }
+        state.wake.expires_at(clock::now() < deadline ? deadline : clock::time_point::max());
+        co_await state.wake.async_wait(use_result);
+    }
 }
 
 // Accepts data connections until the assigned child (node `node` from `address`) arrives.
@@ -226,15 +315,24 @@ struct report_tally {
     asio::steady_timer wake;
 };
 
-// Reads a node's control messages until its done (or the connection ends). Borrows all three
+// Reads a node's control messages until its done (or the connection ends). Borrows all four
 // from serve(), which waits for every reader to end before it returns.
-asio::awaitable<void> collect_reports(tcp::socket& control, node_report& report, report_tally& tally) {
+asio::awaitable<void> collect_reports(tcp::socket& control, node_report& report, report_tally& tally,
+                                      const serve_config& config) {
     for (;;) {
         auto m = co_await read_message(control, report.address, forever);
-        if (!m) break;  // lost before done: reported stays false
+        if (!m) {  // lost before done: reported stays false
+            emit(config, {session_event::kind::node_failed, report.node, report.name, report.address, report.parent_address,
+                          report.stored_bytes, 0, "lost its control connection: " + m.error().message()});
+            break;
+        }
+        if (auto* p = std::get_if<protocol::progress>(&*m)) report.stored_bytes = p->stored_bytes;
         if (auto* d = std::get_if<protocol::done>(&*m)) {
             report.done = *d;
             report.reported = true;
+            report.stored_bytes = d->stored_bytes;
+            emit(config, {d->ok ? session_event::kind::node_done : session_event::kind::node_failed, report.node, report.name,
+                          report.address, report.parent_address, d->stored_bytes, 0, d->ok ? d->digest.hex() : d->message});
             break;
         }
     }
@@ -251,15 +349,21 @@ asio::awaitable<void> wait_for_reports(report_tally& tally, std::size_t count, c
 }
 
 asio::awaitable<result<serve_report>> serve(asio::io_context& io, tcp::acceptor& control, tcp::acceptor& data,
-                                            const serve_config& config, relay_stats& stats) {
-    auto joined = co_await admit(control, config);
-    if (!joined) co_return std::move(joined).error();
+                                            const serve_config& config, admission& state, relay_stats& stats) {
+    asio::co_spawn(io, accept_control(control, config, state), asio::detached);
+    const std::string why = co_await wait_for_start(config, state, clock::now());
+    state.started = true;
     std::vector<joined_node> nodes;
     {
-        std::vector<std::string> addresses;
-        for (const auto& n : *joined) addresses.push_back(n.address);
-        for (std::size_t i : order_by_address(addresses)) nodes.push_back(std::move((*joined)[i]));
+        std::vector<std::string> addresses, names;
+        for (const auto& n : state.joined) {
+            addresses.push_back(n.address);
+            names.push_back(n.name);
+        }
+        for (std::size_t i : order_nodes(addresses, names, config.order)) nodes.push_back(std::move(state.joined[i]));
     }
+    if (config.log) config.log("starting with " + std::to_string(nodes.size()) + " nodes: " + why);
+    emit(config, {session_event::kind::started, 0, "", "", "", 0, nodes.size(), why});
     const auto plan = plan_tree(nodes.size(), 1);
     const auto address_of = [&](std::size_t slot) {
         return slot == 0 ? nodes[0].control.local_endpoint().address().to_string() : nodes[slot - 1].address;
@@ -281,10 +385,12 @@ asio::awaitable<result<serve_report>> serve(asio::io_context& io, tcp::acceptor&
         const protocol::message assignment = a;
         auto w = co_await write_message(nodes[i].control, assignment, nodes[i].address);
         if (!w) co_return std::move(w).error();
-        report.nodes.push_back({a.node, nodes[i].name, nodes[i].address, a.parent_address, false, {}});
+        report.nodes.push_back({a.node, nodes[i].name, nodes[i].address, a.parent_address, 0, false, {}});
+        emit(config, {session_event::kind::assigned, a.node, nodes[i].name, nodes[i].address, a.parent_address, 0,
+                      a.children.size(), ""});
     }
     for (std::size_t i = 0; i < nodes.size(); ++i)
-        asio::co_spawn(io, collect_reports(nodes[i].control, report.nodes[i], tally), asio::detached);
+        asio::co_spawn(io, collect_reports(nodes[i].control, report.nodes[i], tally, config), asio::detached);
 
     const protocol::child_slot first{1, nodes[0].address};
     auto child = co_await accept_child(data, config.session, first, config.log);
@@ -297,7 +403,9 @@ asio::awaitable<result<serve_report>> serve(asio::io_context& io, tcp::acceptor&
     plane.start(io, [&config, &stats, fd = child->native_handle()] { return run_source(config.source_fd, fd, config.relay, stats); });
     while (!plane.outcome) {
         co_await plane.wait(std::chrono::seconds(1));
-        if (config.on_tick && !plane.outcome) config.on_tick(stats);
+        if (plane.outcome) break;
+        if (config.on_tick) config.on_tick(stats);
+        emit(config, {session_event::kind::progress, 0, "", "", "", stats.acked_bytes.load(), nodes.size(), ""});
     }
     if (!*plane.outcome) {
         // The stream stopped: the nodes will see their connections close and report.
@@ -309,10 +417,18 @@ asio::awaitable<result<serve_report>> serve(asio::io_context& io, tcp::acceptor&
     // Every node reports done (or loses its connection) after the stream ends.
     co_await wait_for_reports(tally, nodes.size(), clock::now() + std::chrono::seconds(30));
     report.wall = clock::now() - started;
+    // Late nodes are refused until here; now nobody is let in any more.
+    control.close();
     const protocol::message release = protocol::release{};
-    for (auto& n : nodes) {
-        co_await write_message(n.control, release, n.address);
-        n.control.close();
+    asio::steady_timer spacing{io};
+    for (std::size_t i = 0; i < nodes.size(); ++i) {
+        if (i > 0 && config.stagger.count() > 0) {
+            spacing.expires_after(config.stagger);
+            co_await spacing.async_wait(use_result);
+        }
+        co_await write_message(nodes[i].control, release, nodes[i].address);
+        nodes[i].control.close();
+        emit(config, {session_event::kind::released, report.nodes[i].node, nodes[i].name, nodes[i].address, "", 0, 0, ""});
     }
     // Closing ends every reader still waiting; they borrow `nodes`, `report` and `tally`.
     co_await wait_for_reports(tally, nodes.size(), clock::time_point::max());
@@ -363,7 +479,15 @@ std::vector<broadcast_target> broadcast_targets() {
     return targets;
 }
 
-asio::awaitable<result<tcp::endpoint>> discover(asio::io_context& io, const join_config& config) {
+// Where and how to find a session's server (join and go alike).
+struct find_config {
+    const std::string& session;
+    const std::string& server;
+    unsigned retries;
+    const log_fn& log;
+};
+
+asio::awaitable<result<tcp::endpoint>> discover(asio::io_context& io, find_config config) {
     // --server HOST:PORT: no discovery at all.
     std::string host = config.server;
     if (const auto colon = host.rfind(':'); colon != std::string::npos) {
@@ -411,9 +535,12 @@ asio::awaitable<result<tcp::endpoint>> discover(asio::io_context& io, const join
         wait = std::min(wait * 2, std::chrono::milliseconds(4000));
     }
     std::string asked;
-    for (const auto& t : targets) asked += (asked.empty() ? "" : ", ") + t.interface + " " + t.endpoint.address().to_string();
+    for (const auto& t : targets) {
+        const std::string address = t.endpoint.address().to_string();
+        asked += (asked.empty() ? "" : ", ") + (t.interface == address ? address : t.interface + " " + address);
+    }
     co_return session_error(session_errc::no_server, "no server for session '" + config.session + "' answered after " +
-                                                         std::to_string(config.retries) + " attempts (asked " + asked + ")");
+                                                         std::to_string(config.retries) + (config.retries == 1 ? " attempt" : " attempts") + " (asked " + asked + ")");
 }
 
 asio::awaitable<result<tcp::socket>> connect_parent(asio::io_context& io, const protocol::assign& a, const std::string& session) {
@@ -436,17 +563,28 @@ asio::awaitable<result<tcp::socket>> connect_parent(asio::io_context& io, const 
     co_return std::move(socket);
 }
 
-asio::awaitable<result<join_report>> join(asio::io_context& io, const join_config& config, relay_stats& stats) {
+// The session's server, found (discover) and connected to on its control port within 10 s.
+struct server_link {
+    tcp::socket control;
+    std::string text;  // "server HOST:PORT", for messages
+};
+
+asio::awaitable<result<server_link>> reach_server(asio::io_context& io, find_config config) {
     auto server = co_await discover(io, config);
     if (!server) co_return std::move(server).error();
-    const std::string server_text = "server " + endpoint_text(*server);
-    tcp::socket control{io};
-    {
-        asio::steady_timer timer{io, std::chrono::seconds(10)};
-        auto got = co_await (control.async_connect(*server, use_result) || timer.async_wait(use_result));
-        if (got.index() == 1) co_return session_error(session_errc::timeout, "connect to " + server_text);
-        if (auto [ec] = std::get<0>(got); ec) co_return net_error(ec, "connect to " + server_text);
-    }
+    server_link link{tcp::socket{io}, "server " + endpoint_text(*server)};
+    asio::steady_timer timer{io, std::chrono::seconds(10)};
+    auto got = co_await (link.control.async_connect(*server, use_result) || timer.async_wait(use_result));
+    if (got.index() == 1) co_return session_error(session_errc::timeout, "connect to " + link.text);
+    if (auto [ec] = std::get<0>(got); ec) co_return net_error(ec, "connect to " + link.text);
+    co_return std::move(link);
+}
+
+asio::awaitable<result<join_report>> join(asio::io_context& io, const join_config& config, relay_stats& stats) {
+    auto link = co_await reach_server(io, {config.session, config.server, config.retries, config.log});
+    if (!link) co_return std::move(link).error();
+    tcp::socket& control = link->control;
+    const std::string server_text = link->text;
     tcp::acceptor data{io, tcp::endpoint{tcp::v4(), 0}};
     const protocol::message hello = protocol::hello{config.session, host_name(), data.local_endpoint().port()};
     auto said = co_await write_message(control, hello, server_text);
@@ -459,6 +597,9 @@ asio::awaitable<result<join_report>> join(asio::io_context& io, const join_confi
     const auto* a = std::get_if<protocol::assign>(&*m);
     if (a == nullptr) co_return error{make_error_code(protocol::errc::unknown_type), server_text + ": expected an assignment"};
     const protocol::assign assignment = *a;
+    if (config.on_event)
+        config.on_event({session_event::kind::assigned, assignment.node, host_name(), "", assignment.parent_address, 0,
+                         assignment.children.size(), ""});
 
     std::optional<tcp::socket> child;
     if (!assignment.children.empty()) {
@@ -482,6 +623,8 @@ asio::awaitable<result<join_report>> join(asio::io_context& io, const join_confi
         co_await plane.wait(std::chrono::seconds(1));
         if (plane.outcome) break;
         if (config.on_tick) config.on_tick(stats);
+        if (config.on_event)
+            config.on_event({session_event::kind::progress, assignment.node, "", "", "", stats.stored_bytes.load(), 0, ""});
         const protocol::message progress = protocol::progress{stats.stored_bytes.load()};
         co_await write_message(control, progress, server_text);
     }
@@ -504,7 +647,25 @@ asio::awaitable<result<join_report>> join(asio::io_context& io, const join_confi
         auto next = co_await read_message(control, server_text, forever);
         if (!next || std::holds_alternative<protocol::release>(*next)) break;
     }
+    if (config.on_event) config.on_event({session_event::kind::released, assignment.node, "", "", "", 0, 0, ""});
     co_return join_report{**plane.outcome, assignment.node, assignment.parent_address, wall};
+}
+
+asio::awaitable<result<std::uint32_t>> go(asio::io_context& io, const go_config& config) {
+    auto link = co_await reach_server(io, {config.session, config.server, config.retries, config.log});
+    if (!link) co_return std::move(link).error();
+    tcp::socket& control = link->control;
+    const std::string server_text = link->text;
+    const protocol::message ask = protocol::go{config.session};
+    auto said = co_await write_message(control, ask, server_text);
+    if (!said) co_return std::move(said).error();
+    auto m = co_await read_message(control, server_text, std::chrono::seconds(10));
+    if (!m) co_return std::move(m).error();
+    if (auto* r = std::get_if<protocol::refuse>(&*m)) co_return session_error(session_errc::refused, r->reason);
+    const auto* a = std::get_if<protocol::go_answer>(&*m);
+    if (a == nullptr) co_return error{make_error_code(protocol::errc::unknown_type), server_text + ": expected an answer to go"};
+    if (!a->ok) co_return session_error(session_errc::refused, a->reason);
+    co_return a->nodes;
 }
 
 }  // namespace
@@ -534,12 +695,18 @@ result<serve_report> serve_session(const serve_config& config, relay_stats& stat
         config.log("session '" + config.session + "' waiting for " + std::to_string(config.nodes) +
                    " nodes (control port " + std::to_string(control.local_endpoint().port()) + ")");
     asio::co_spawn(io, answer_discovery(discovery, config.session, control.local_endpoint().port(), config.log), asio::detached);
-    return run_to_completion(io, serve(io, control, data, config, stats));
+    admission state{io};
+    return run_to_completion(io, serve(io, control, data, config, state, stats));
 }
 
 result<join_report> join_session(const join_config& config, relay_stats& stats) {
     asio::io_context io;
     return run_to_completion(io, join(io, config, stats));
+}
+
+result<std::uint32_t> start_session(const go_config& config) {
+    asio::io_context io;
+    return run_to_completion(io, go(io, config));
 }
 
 }  // namespace kaclone

@@ -39,4 +39,21 @@ std::vector<std::size_t> order_by_address(const std::vector<std::string>& addres
     return order;
 }
 
+std::vector<std::size_t> order_nodes(const std::vector<std::string>& addresses, const std::vector<std::string>& names,
+                                     const std::vector<std::string>& order) {
+    std::vector<std::size_t> result;
+    std::vector<bool> placed(addresses.size(), false);
+    for (const std::string& wanted : order) {
+        for (std::size_t i = 0; i < addresses.size(); ++i) {
+            if (placed[i] || (addresses[i] != wanted && (i >= names.size() || names[i] != wanted))) continue;
+            placed[i] = true;
+            result.push_back(i);
+            break;
+        }
+    }
+    for (std::size_t i : order_by_address(addresses))
+        if (!placed[i]) result.push_back(i);
+    return result;
+}
+
 }  // namespace kaclone

@@ -77,8 +77,10 @@ run_capture "$KACLONE" version
 expect_eq "version exit code" "$rc" 0
 expect_eq "version first line" "$(head -n1 <<<"$out")" "kaclone 0.1.0"
 
-run_capture "$KACLONE" go
-expect_eq "go (not built) exit code" "$rc" 1
-expect_eq "go (not built) message" "$err" "kaclone go: not built yet in kaclone 0.1.0"
+# go asks the server of the session on loopback once; nobody serves "cli-usage-nobody" there.
+run_capture "$KACLONE" go --session cli-usage-nobody --server 127.0.0.1 --retries 1
+expect_eq "go without a server: exit code" "$rc" 1
+expect_eq "go without a server: message" "$err" \
+    "kaclone go: no server for session 'cli-usage-nobody' answered after 1 attempt (asked 127.0.0.1): no server answered"
 
 echo "PASS: cli usage"

@@ -50,5 +50,29 @@ TEST(OrderByAddress, UnparsableAddressesGoLast) {
     EXPECT_EQ(order_by_address(addresses), (std::vector<std::size_t>{1, 2, 0}));
 }
 
+TEST(OrderNodes, NamedNodesFirstInFileOrderThenTheRestByAddress) {
+    const std::vector<std::string> addresses{"10.0.0.3", "10.0.0.1", "10.0.0.4", "10.0.0.2"};
+    const std::vector<std::string> names{"c", "a", "d", "b"};
+
+    const auto order = order_nodes(addresses, names, {"d", "10.0.0.3"});
+
+    EXPECT_EQ(order, (std::vector<std::size_t>{2, 0, 1, 3}));
+}
+
+TEST(OrderNodes, EntriesThatMatchNoNodeOrANodeTwiceAreSkipped) {
+    const std::vector<std::string> addresses{"10.0.0.2", "10.0.0.1"};
+    const std::vector<std::string> names{"b", "a"};
+
+    const auto order = order_nodes(addresses, names, {"ghost", "b", "10.0.0.2", "a"});
+
+    EXPECT_EQ(order, (std::vector<std::size_t>{0, 1}));
+}
+
+TEST(OrderNodes, WithoutAnOrderItIsTheAddressOrder) {
+    const std::vector<std::string> addresses{"10.0.0.9", "10.0.0.10", "10.0.0.1"};
+
+    EXPECT_EQ(order_nodes(addresses, {"x", "y", "z"}, {}), order_by_address(addresses));
+}
+
 }  // namespace
 }  // namespace kaclone

@@ -166,7 +166,21 @@ struct data_accept {
     bool operator==(const data_accept&) const = default;
 };
 
-using message = std::variant<hello, refuse, assign, progress, done, release, data_hello, data_accept>;
+// operator (`kaclone go`) -> server: start `session` now with the nodes that have joined.
+struct go {
+    std::string session;
+    bool operator==(const go&) const = default;
+};
+// server -> operator: started with `nodes` nodes, or not, with the reason.
+struct go_answer {
+    bool ok = false;
+    std::uint32_t nodes = 0;
+    std::string reason;
+    bool operator==(const go_answer&) const = default;
+};
+
+// Alternatives are only appended: a message's type number is its index + 1.
+using message = std::variant<hello, refuse, assign, progress, done, release, data_hello, data_accept, go, go_answer>;
 
 // Header + body of one message.
 std::vector<std::byte> encode_message(const message& m);

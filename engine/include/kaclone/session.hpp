@@ -28,6 +28,28 @@ using tick_fn = std::function<void(const relay_stats&)>;
 // One line for the operator (stderr in the CLI).
 using log_fn = std::function<void(const std::string&)>;
 
+// What happened in a session, for scripts and dashboards (`--json`). Fields a kind does not
+// use stay empty or 0.
+struct session_event {
+    enum class kind {
+        joined,       // serve: a node joined (`count` so far); join: this node joined
+        refused,      // serve: a connection was refused (`address`, `message` says why)
+        started,      // serve: the session starts with `count` nodes (`message`: why now)
+        assigned,     // a node's place: `node`, `address`, `parent_address`, `count` children
+        progress,     // once a second: `bytes` acknowledged (serve) or stored (join)
+        node_done,    // serve: node `node` stored `bytes` (`message`: digest hex)
+        node_failed,  // serve: node `node` failed (`message` says why); join: this node failed
+        released,     // node `node` was released and may exit
+    };
+    kind what;
+    std::uint32_t node = 0;
+    std::string name, address, parent_address;
+    std::uint64_t bytes = 0;
+    std::size_t count = 0;
+    std::string message;
+};
+using event_fn = std::function<void(const session_event&)>;
+
 struct serve_config {
     std::string session = "default";
     unsigned nodes = 1;
@@ -35,9 +57,16 @@ struct serve_config {
     int source_fd = -1;      // borrowed, read to EOF
     std::uint64_t source_bytes = 0;  // 0 when unknown (stdin)
     relay_config relay;
-    std::chrono::milliseconds admission_timeout{5000};  // per control connection's hello
+    std::chrono::milliseconds admission_timeout{5000};  // per control connection's first message
+    // Start early: once `wait` has passed since the server started and at least `min_nodes`
+    // have joined (wait 0: only with all `nodes`, or when an operator sends go).
+    unsigned min_nodes = 0;
+    std::chrono::milliseconds wait{0};
+    std::vector<std::string> order;  // nodes (address or host name) placed first, in this order
+    std::chrono::milliseconds stagger{0};  // between two nodes' releases
     tick_fn on_tick;
     log_fn log;
+    event_fn on_event;
 };
 
 struct node_report {
@@ -45,13 +74,14 @@ struct node_report {
     std::string name;
     std::string address;
     std::string parent_address;
+    std::uint64_t stored_bytes = 0;  // from its last progress report
     bool reported = false;  // false: lost before it said done
     protocol::done done;
 };
 
 struct serve_report {
     relay_result source;
-    std::vector<node_report> nodes;  // in chain order
+    std::vector<node_report> nodes;  // in session order
     std::chrono::steady_clock::duration wall{};  // from the start of the stream to the last done
 };
 
@@ -67,6 +97,7 @@ struct join_config {
     relay_config relay;
     tick_fn on_tick;
     log_fn log;
+    event_fn on_event;
 };
 
 struct join_report {
@@ -79,6 +110,16 @@ struct join_report {
 // Finds the server, joins, receives, stores and forwards the stream, reports and waits for
 // the release.
 result<join_report> join_session(const join_config& config, relay_stats& stats);
+
+struct go_config {
+    std::string session = "default";
+    std::string server;  // as in join_config
+    unsigned retries = 5;
+    log_fn log;
+};
+// Asks the waiting server of `session` to start now; returns how many nodes it starts with,
+// or why it did not (refused: the reason from the server).
+result<std::uint32_t> start_session(const go_config& config);
 
 }  // namespace kaclone
 

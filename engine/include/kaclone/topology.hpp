@@ -22,4 +22,10 @@ std::vector<placement> plan_tree(std::size_t nodes, unsigned arity);
 // does not parse sorts last, by its text. Ties keep their input order.
 std::vector<std::size_t> order_by_address(const std::vector<std::string>& addresses);
 
+// Indices of the nodes in session order: first the nodes that `order` names (by address or
+// by host name; the first entry that matches a node places it), in the order of `order`,
+// then all others as order_by_address sorts them. `addresses` and `names` are parallel.
+std::vector<std::size_t> order_nodes(const std::vector<std::string>& addresses, const std::vector<std::string>& names,
+                                     const std::vector<std::string>& order);
+
 }  // namespace kaclone
