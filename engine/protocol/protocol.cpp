@@ -1,6 +1,7 @@
 // Encoding and decoding of frames, control messages, acks and discovery datagrams.
 #include <kaclone/protocol.hpp>
 
+#include <cmath>
 #include <cstring>
 
 #include <xxhash.h>
@@ -128,7 +129,9 @@ void encode_body(byte_writer& w, const done& m) {
     w.put(static_cast<std::uint8_t>(m.ok));
     w.put(m.stored_bytes);
     w.put_bytes(m.digest.bytes);
-    w.put(static_cast<std::uint64_t>(m.seconds * 1e6));
+    // Rounded to whole microseconds; negative, NaN and absurd values send 0.
+    const double us = m.seconds * 1e6;
+    w.put(us >= 0 && us < 9e18 ? static_cast<std::uint64_t>(std::llround(us)) : std::uint64_t{0});
     w.put_string(m.message);
 }
 void encode_body(byte_writer&, const release&) {}

@@ -597,6 +597,9 @@ asio::awaitable<result<join_report>> join(asio::io_context& io, const join_confi
     const auto* a = std::get_if<protocol::assign>(&*m);
     if (a == nullptr) co_return error{make_error_code(protocol::errc::unknown_type), server_text + ": expected an assignment"};
     const protocol::assign assignment = *a;
+    if (assignment.relay_mode > static_cast<std::uint8_t>(relay_mode::zerocopy))
+        co_return error{make_error_code(protocol::errc::bad_field),
+                        server_text + ": unknown relay mode " + std::to_string(assignment.relay_mode) + " in the assignment"};
     if (config.on_event)
         config.on_event({session_event::kind::assigned, assignment.node, host_name(), "", assignment.parent_address, 0,
                          assignment.children.size(), ""});
