@@ -6,6 +6,7 @@
 #include <kaclone/session.hpp>
 
 #include "commands.hpp"
+#include "options.hpp"
 
 namespace kaclone::cli {
 namespace {
@@ -14,6 +15,7 @@ struct go_options {
     std::string session = "default";
     std::string server;
     unsigned retries = 5;
+    std::string key_file;
 };
 
 void log_line(const std::string& line) { std::fprintf(stderr, "kaclone go: %s\n", line.c_str()); }
@@ -24,6 +26,12 @@ int run_go(const go_options& opts) {
     config.server = opts.server;
     config.retries = opts.retries;
     config.log = log_line;
+    auto key = load_key_option(opts.key_file);
+    if (!key) {
+        log_line(key.error().message());
+        return exit_failed;
+    }
+    config.key = *key;
     auto started = start_session(config);
     if (!started) {
         log_line(started.error().message());
@@ -42,6 +50,7 @@ subcommand add_go(CLI::App& app) {
     cmd->add_option("--session", opts->session, "Session to start")->capture_default_str();
     cmd->add_option("--server", opts->server, "Server HOST (asked directly) or HOST:PORT (its control port)");
     cmd->add_option("--retries", opts->retries, "Discovery attempts before giving up")->capture_default_str()->check(CLI::PositiveNumber);
+    add_key_option(*cmd, opts->key_file);
     return {cmd, [opts] { return run_go(*opts); }};
 }
 

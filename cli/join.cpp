@@ -24,6 +24,7 @@ struct join_options {
     bool yes = false;
     unsigned retries = 5;
     bool json = false;
+    std::string key_file;
     relay_config relay;
 };
 
@@ -36,6 +37,11 @@ int run_join(const CLI::App& command, const join_options& opts) {
     if (opts.json && opts.sink == "-")
         return usage_error(command, "--json prints on stdout, which --sink - already uses; store to a file or use --exec");
     if (!opts.disk.empty()) return not_built_yet(command);
+    auto key = load_key_option(opts.key_file);
+    if (!key) {
+        log_line(key.error().message());
+        return exit_failed;
+    }
     auto sink = opts.exec.empty() ? opened_sink::open_path(opts.sink) : opened_sink::exec(opts.exec);
     if (!sink) {
         log_line(sink.error().message());
@@ -47,6 +53,7 @@ int run_join(const CLI::App& command, const join_options& opts) {
     config.session = opts.session;
     config.server = opts.server;
     config.retries = opts.retries;
+    config.key = *key;
     config.sink = sink->sink();
     config.relay = opts.relay;
     config.on_tick = [&progress](const relay_stats& s) { progress.update(s.stored_bytes.load()); };
@@ -105,6 +112,7 @@ subcommand add_join(CLI::App& app) {
     cmd->add_flag("--yes", opts->yes, "Confirm that --disk may be overwritten");
     cmd->add_option("--retries", opts->retries, "Discovery attempts before giving up")->capture_default_str()->check(CLI::PositiveNumber);
     cmd->add_flag("--json", opts->json, "Print events as JSON lines on stdout (see README)");
+    add_key_option(*cmd, opts->key_file);
     add_buffer_option(*cmd, opts->relay);
     cmd->get_option("--sink")->excludes(cmd->get_option("--exec"));
     cmd->get_option("--disk")->excludes(cmd->get_option("--sink"))->excludes(cmd->get_option("--exec"));

@@ -39,4 +39,17 @@ CLI::Option* add_duration_option(CLI::App& app, const std::string& name,
     return option->type_name("DURATION")->default_str(std::to_string(duration.count()) + "ms");
 }
 
+result<std::optional<auth::session_key>> load_key_option(const std::string& path) {
+    if (path.empty()) return std::optional<auth::session_key>{};
+    auto key = auth::load_key(path);
+    if (!key) return std::move(key).error();
+    return std::optional<auth::session_key>{*key};
+}
+
+CLI::Option* add_key_option(CLI::App& app, std::string& path) {
+    return app.add_option("--key", path,
+                          "Pre-shared secret file (mode 600, >= 16 bytes, e.g. head -c 32 /dev/urandom): every connection "
+                          "proves it and every frame is tagged; without it the session runs open");
+}
+
 }  // namespace kaclone::cli

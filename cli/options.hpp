@@ -3,9 +3,13 @@
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include <CLI/CLI.hpp>
+
+#include <kaclone/auth.hpp>
+#include <kaclone/result.hpp>
 
 namespace kaclone::cli {
 
@@ -18,5 +22,10 @@ CLI::Option* add_bytes_option(CLI::App& app, const std::string& name, std::uint6
 CLI::Option* add_duration_option(CLI::App& app, const std::string& name,
                                  std::chrono::milliseconds& duration,
                                  const std::string& description);
+
+// --key FILE: the session's pre-shared secret (serve, join and go take the same file).
+CLI::Option* add_key_option(CLI::App& app, std::string& path);
+// The key in `path` (auth::load_key's checks), or none when `path` is empty.
+result<std::optional<auth::session_key>> load_key_option(const std::string& path);
 
 }  // namespace kaclone::cli

@@ -33,6 +33,7 @@ struct serve_options {
     std::string order_file;
     std::chrono::milliseconds stagger{0};
     bool json = false;
+    std::string key_file;
     relay_config relay;
 };
 
@@ -133,6 +134,11 @@ int run_serve(const CLI::App& command, const serve_options& opts) {
         }
         order = *std::move(read);
     }
+    auto key = load_key_option(opts.key_file);
+    if (!key) {
+        log_line(key.error().message());
+        return exit_failed;
+    }
     auto source = open_source(opts.source);
     if (!source) {
         log_line(source.error().message());
@@ -148,10 +154,12 @@ int run_serve(const CLI::App& command, const serve_options& opts) {
     config.wait = opts.wait;
     config.order = std::move(order);
     config.stagger = opts.stagger;
+    config.key = *key;
     config.source_fd = source->fd;
     config.source_bytes = source->bytes;
     config.relay = opts.relay;
     if (const char* flip = std::getenv("KACLONE_FAULT_FLIP_BYTE")) config.relay.fault_flip_byte = std::strtoull(flip, nullptr, 10);
+    if (const char* forge = std::getenv("KACLONE_FAULT_FORGE_BYTE")) config.relay.fault_forge_byte = std::strtoull(forge, nullptr, 10);
     config.on_tick = [&progress](const relay_stats& s) { progress.update(s.acked_bytes.load()); };
     config.log = [&progress](const std::string& line) {
         progress.clear();
@@ -199,6 +207,7 @@ subcommand add_serve(CLI::App& app) {
         ->check(CLI::ExistingFile);
     add_duration_option(*cmd, "--stagger", opts->stagger, "Time between two nodes' releases (spreads their reboots)");
     cmd->add_flag("--json", opts->json, "Print events as JSON lines on stdout instead of the table (see README)");
+    add_key_option(*cmd, opts->key_file);
     add_relay_options(*cmd, opts->relay);
     cmd->get_option("--source")->excludes(cmd->get_option("--disk"));
     // Only a disk clone has a layout and filesystems to describe or exclude from.

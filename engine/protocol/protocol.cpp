@@ -19,6 +19,8 @@ const char* describe(errc e) noexcept {
         case errc::truncated: return "truncated input";
         case errc::bad_checksum: return "checksum mismatch";
         case errc::bad_field: return "invalid message field";
+        case errc::bad_tag: return "frame tag does not verify (bytes altered or injected)";
+        case errc::unauthenticated: return "authentication failed";
     }
     return "unknown protocol error";
 }
@@ -102,7 +104,7 @@ private:
 error protocol_error(errc e, std::string_view where) { return error{make_error_code(e), std::string(where)}; }
 
 enum class message_type : std::uint16_t {
-    hello = 1, refuse, assign, progress, done, release, data_hello, data_accept, go, go_answer,
+    hello = 1, refuse, assign, progress, done, release, data_hello, data_accept, go, go_answer, challenge, proof,
 };
 
 void encode_body(byte_writer& w, const hello& m) {
@@ -123,6 +125,7 @@ void encode_body(byte_writer& w, const assign& m) {
     }
     w.put(m.stream_bytes);
     w.put(m.relay_mode);
+    w.put_bytes(m.stream_nonce);
 }
 void encode_body(byte_writer& w, const progress& m) { w.put(m.stored_bytes); }
 void encode_body(byte_writer& w, const done& m) {
@@ -146,6 +149,14 @@ void encode_body(byte_writer& w, const data_accept& m) {
 }
 
 void encode_body(byte_writer& w, const go& m) { w.put_string(m.session); }
+void encode_body(byte_writer& w, const challenge& m) {
+    w.put(static_cast<std::uint8_t>(m.keyed));
+    w.put_bytes(m.nonce);
+}
+void encode_body(byte_writer& w, const proof& m) {
+    w.put_bytes(m.nonce);
+    w.put_bytes(m.mac);
+}
 void encode_body(byte_writer& w, const go_answer& m) {
     w.put(static_cast<std::uint8_t>(m.ok));
     w.put(m.nodes);
@@ -172,6 +183,7 @@ void decode_body(byte_reader& r, assign& m) {
     }
     m.stream_bytes = r.get<std::uint64_t>();
     m.relay_mode = r.get<std::uint8_t>();
+    r.get_bytes(m.stream_nonce);
 }
 void decode_body(byte_reader& r, progress& m) { m.stored_bytes = r.get<std::uint64_t>(); }
 void decode_body(byte_reader& r, done& m) {
@@ -193,6 +205,14 @@ void decode_body(byte_reader& r, data_accept& m) {
 }
 
 void decode_body(byte_reader& r, go& m) { m.session = r.get_string(); }
+void decode_body(byte_reader& r, challenge& m) {
+    m.keyed = r.get<std::uint8_t>() != 0;
+    r.get_bytes(m.nonce);
+}
+void decode_body(byte_reader& r, proof& m) {
+    r.get_bytes(m.nonce);
+    r.get_bytes(m.mac);
+}
 void decode_body(byte_reader& r, go_answer& m) {
     m.ok = r.get<std::uint8_t>() != 0;
     m.nodes = r.get<std::uint32_t>();
@@ -236,7 +256,7 @@ void encode_frame_header(const frame_header& h, std::span<std::byte, frame_heade
     put_le<std::uint32_t>(p, frame_magic);
     put_le<std::uint8_t>(p + 4, static_cast<std::uint8_t>(version));
     put_le<std::uint8_t>(p + 5, static_cast<std::uint8_t>(h.type));
-    put_le<std::uint16_t>(p + 6, 0);
+    put_le<std::uint16_t>(p + 6, h.tagged ? 1 : 0);
     put_le<std::uint32_t>(p + 8, h.stream);
     put_le<std::uint32_t>(p + 12, h.payload_bytes);
     put_le<std::uint64_t>(p + 16, h.offset);
@@ -261,6 +281,9 @@ result<frame_header> decode_frame_header(std::span<const std::byte, frame_header
     h.payload_bytes = get_le<std::uint32_t>(p + 12);
     h.offset = get_le<std::uint64_t>(p + 16);
     h.checksum = get_le<std::uint64_t>(p + 24);
+    const auto flags = get_le<std::uint16_t>(p + 6);
+    if (flags & ~1u) return protocol_error(errc::bad_field, where);
+    h.tagged = (flags & 1u) != 0;
     if (h.payload_bytes > max_frame_payload_bytes) return protocol_error(errc::oversized, where);
     if (h.type == frame_type::end && h.payload_bytes != end_payload_bytes)
         return protocol_error(errc::bad_field, where);

@@ -254,11 +254,10 @@ private:
 
     void maybe_read_source() {
         if (read_inflight_ || end_committed_) return;
-        const std::size_t frame_bytes = frame_header_bytes + config_.frame_payload_bytes;
+        const std::size_t frame_bytes = frame_header_bytes + config_.frame_payload_bytes + tag_bytes();
         if (eof_) {  // the end frame still needs room
-            if (ring_.writable(frame_header_bytes + protocol::end_payload_bytes).size() >=
-                frame_header_bytes + protocol::end_payload_bytes)
-                commit_end_frame();
+            const std::size_t end_bytes = frame_header_bytes + protocol::end_payload_bytes + tag_bytes();
+            if (ring_.writable(end_bytes).size() >= end_bytes) commit_end_frame();
             return;
         }
         if (!frame_open_) {
@@ -290,27 +289,45 @@ private:
         }
     }
 
+    std::size_t tag_bytes() const noexcept { return config_.signer ? protocol::frame_tag_bytes : 0; }
+
+    // Header, then (sessions with a key) the tag over header and payload after the payload.
+    void seal(std::span<std::byte> frame, protocol::frame_header h) {
+        h.tagged = config_.signer != nullptr;
+        protocol::encode_frame_header(h, frame.first<frame_header_bytes>());
+        if (!config_.signer) return;
+        const auto payload = frame.subspan(frame_header_bytes, h.payload_bytes);
+        const auto t = config_.signer->sign(h.offset, frame.first(frame_header_bytes), payload);
+        std::memcpy(frame.data() + frame_header_bytes + h.payload_bytes, t.data(), t.size());
+    }
+
     void commit_data_frame() {
-        const auto frame = ring_.writable(frame_header_bytes + fill_);
+        const auto frame = ring_.writable(frame_header_bytes + fill_ + tag_bytes());
         const auto payload = frame.subspan(frame_header_bytes, fill_);
         protocol::frame_header h{protocol::frame_type::data, 0, static_cast<std::uint32_t>(fill_), offset_,
                                  protocol::payload_checksum(payload)};
         digest_.update(payload);
+        seal(frame, h);
         if (config_.fault_flip_byte >= offset_ && config_.fault_flip_byte < offset_ + fill_)
             payload[config_.fault_flip_byte - offset_] ^= std::byte{0x5a};  // test-only fault
-        protocol::encode_frame_header(h, frame.first<frame_header_bytes>());
+        if (config_.fault_forge_byte >= offset_ && config_.fault_forge_byte < offset_ + fill_) {  // test-only fault
+            payload[config_.fault_forge_byte - offset_] ^= std::byte{0x5a};
+            h.checksum = protocol::payload_checksum(payload);
+            h.tagged = config_.signer != nullptr;
+            protocol::encode_frame_header(h, frame.first<frame_header_bytes>());
+        }
         ring_.commit(frame.size());
         offset_ += fill_;
         frames_.push_back({ring_.write_position(), offset_, false});
     }
 
     void commit_end_frame() {
-        const auto frame = ring_.writable(frame_header_bytes + protocol::end_payload_bytes);
+        const auto frame = ring_.writable(frame_header_bytes + protocol::end_payload_bytes + tag_bytes());
         const auto payload = frame.subspan<frame_header_bytes, protocol::end_payload_bytes>();
         protocol::encode_end_payload({offset_, digest_.digest()}, payload);
         protocol::frame_header h{protocol::frame_type::end, 0, protocol::end_payload_bytes, offset_,
                                  protocol::payload_checksum(payload)};
-        protocol::encode_frame_header(h, frame.first<frame_header_bytes>());
+        seal(frame, h);
         ring_.commit(frame.size());
         frames_.push_back({ring_.write_position(), offset_, true});
         end_committed_ = true;
@@ -551,7 +568,11 @@ private:
             if (end_verified_) return fail(error{make_error_code(protocol::errc::bad_field), "data after the end of the stream"});
             auto h = protocol::decode_frame_header(ring_.at(parse_pos_, frame_header_bytes).first<frame_header_bytes>(), place());
             if (!h) return fail(std::move(h).error());
-            const std::uint64_t frame_bytes = frame_header_bytes + h->payload_bytes;
+            if (h->tagged != (config_.signer != nullptr))
+                return fail(error{make_error_code(protocol::errc::unauthenticated),
+                                  place() + (h->tagged ? ": a tagged frame on a session without a key"
+                                                       : ": an untagged frame on a session with a key")});
+            const std::uint64_t frame_bytes = h->frame_bytes();
             if (frame_bytes > ring_.capacity() / 2)
                 return fail(error{make_error_code(protocol::errc::oversized),
                                   place() + ": frame of " + std::to_string(frame_bytes) + " bytes does not fit --buffer"});
@@ -562,6 +583,11 @@ private:
             const auto payload = ring_.at(parse_pos_ + frame_header_bytes, h->payload_bytes);
             if (protocol::payload_checksum(payload) != h->checksum)
                 return fail(error{make_error_code(protocol::errc::bad_checksum), place()});
+            if (config_.signer &&
+                !config_.signer->verify(h->offset, ring_.at(parse_pos_, frame_header_bytes), payload,
+                                        ring_.at(parse_pos_ + frame_header_bytes + h->payload_bytes, protocol::frame_tag_bytes)
+                                            .first<protocol::frame_tag_bytes>()))
+                return fail(error{make_error_code(protocol::errc::bad_tag), place()});
             const std::uint64_t ring_end = parse_pos_ + frame_bytes;
             if (h->type == protocol::frame_type::data) {
                 digest_.update(payload);

@@ -87,6 +87,69 @@ asio::awaitable<result<void>> write_message(tcp::socket& socket, const protocol:
 
 constexpr std::chrono::milliseconds forever{std::chrono::hours(24 * 365)};
 
+// Who proves what to whom (auth::prove's role), per connection kind.
+namespace role {
+constexpr std::string_view control_node = "control node", control_server = "control server";
+constexpr std::string_view data_child = "data child", data_parent = "data parent";
+}  // namespace role
+
+// The verifier's side of the handshake: challenge the peer; with a key, check its proof for
+// `peer_role` and prove ourselves as `own_role`. Without a key the challenge says so and the
+// session runs open. A wrong proof is refused in words and returned as unauthenticated.
+asio::awaitable<result<void>> demand_proof(tcp::socket& socket, const std::string& peer, const std::optional<auth::session_key>& key,
+                                           const std::string& session, std::string_view peer_role, std::string_view own_role,
+                                           std::chrono::milliseconds deadline) {
+    protocol::challenge c;
+    c.keyed = key.has_value();
+    if (key) c.nonce = auth::random_nonce();
+    const protocol::message challenge = c;
+    auto sent = co_await write_message(socket, challenge, peer);
+    if (!sent) co_return std::move(sent).error();
+    if (!key) co_return result<void>{};
+    auto m = co_await read_message(socket, peer, deadline);
+    if (!m) co_return std::move(m).error();
+    const auto* p = std::get_if<protocol::proof>(&*m);
+    if (p == nullptr || !auth::proofs_equal(p->mac, auth::prove(*key, peer_role, session, c.nonce, p->nonce))) {
+        const protocol::message refused = protocol::refuse{"wrong key: no valid proof for the key of session '" + session + "'"};
+        co_await write_message(socket, refused, peer);
+        co_return error{make_error_code(protocol::errc::unauthenticated), peer + ": wrong key"};
+    }
+    const protocol::message mine = protocol::proof{c.nonce, auth::prove(*key, own_role, session, p->nonce, c.nonce)};
+    auto proved = co_await write_message(socket, mine, peer);
+    if (!proved) co_return std::move(proved).error();
+    co_return result<void>{};
+}
+
+// The prover's side: answer the challenge with a proof as `own_role` and check the verifier's
+// proof as `peer_role`. A node with a key never trusts a peer without one, and a node without
+// a key is told that the session needs one.
+asio::awaitable<result<void>> give_proof(tcp::socket& socket, const std::string& peer, const std::optional<auth::session_key>& key,
+                                         const std::string& session, std::string_view own_role, std::string_view peer_role,
+                                         std::chrono::milliseconds deadline) {
+    auto m = co_await read_message(socket, peer, deadline);
+    if (!m) co_return std::move(m).error();
+    if (auto* r = std::get_if<protocol::refuse>(&*m)) co_return session_error(session_errc::refused, r->reason);
+    const auto* c = std::get_if<protocol::challenge>(&*m);
+    if (c == nullptr) co_return error{make_error_code(protocol::errc::unknown_type), peer + ": expected a challenge"};
+    if (c->keyed && !key)
+        co_return session_error(session_errc::refused, "session '" + session + "' needs a key: run with --key FILE");
+    if (!c->keyed && key)
+        co_return error{make_error_code(protocol::errc::unauthenticated),
+                        peer + " runs session '" + session + "' without a key, but this side has --key: not trusting it"};
+    if (!key) co_return result<void>{};
+    const auth::nonce own = auth::random_nonce();
+    const protocol::message answer = protocol::proof{own, auth::prove(*key, own_role, session, c->nonce, own)};
+    auto sent = co_await write_message(socket, answer, peer);
+    if (!sent) co_return std::move(sent).error();
+    auto back = co_await read_message(socket, peer, deadline);
+    if (!back) co_return std::move(back).error();
+    if (auto* r = std::get_if<protocol::refuse>(&*back)) co_return error{make_error_code(protocol::errc::unauthenticated), r->reason};
+    const auto* p = std::get_if<protocol::proof>(&*back);
+    if (p == nullptr || p->nonce != c->nonce || !auth::proofs_equal(p->mac, auth::prove(*key, peer_role, session, own, c->nonce)))
+        co_return error{make_error_code(protocol::errc::unauthenticated), peer + " did not prove that it holds the session key"};
+    co_return result<void>{};
+}
+
 // The data plane on its own thread; its result comes back into the io_context by asio::post,
 // which also wakes whoever waits on `wake`.
 struct data_plane {
@@ -173,6 +236,11 @@ void emit(const serve_config& config, session_event e) {
     if (config.on_event) config.on_event(e);
 }
 
+// Why a peer failed demand_proof, for the log line that names it.
+std::string failed_proof(const error& e) {
+    return e.code == protocol::errc::unauthenticated ? "wrong key (authentication failed)" : e.message();
+}
+
 // Reads the first message of one control connection and acts on it: a hello joins (before
 // the start) or is refused; a go starts the session. Anything else is refused with one log
 // line naming the peer; the session goes on undisturbed.
@@ -189,16 +257,27 @@ asio::awaitable<void> greet(tcp::socket socket, const serve_config& config, admi
         // Only a peer that speaks our framing can read a refusal in words.
         if (m.error().code == protocol::errc::version_mismatch) answer = protocol::refuse{refusal};
     } else if (auto* h = std::get_if<protocol::hello>(&*m)) {
-        if (h->session != config.session)
-            refusal = "this server runs session '" + config.session + "', not '" + h->session + "'";
-        else if (state.started)
-            refusal = "session '" + config.session + "' is already running with " + std::to_string(state.joined.size()) +
-                      " nodes; a node cannot join a running session";
-        else if (state.joined.size() >= config.nodes)
-            refusal = "session '" + config.session + "' already has its " + std::to_string(config.nodes) + " nodes";
-        if (!refusal.empty()) {
-            answer = protocol::refuse{refusal};
+        // Why a node of this session cannot join now ("" if it can).
+        const auto closed = [&]() -> std::string {
+            if (state.started)
+                return "session '" + config.session + "' is already running with " + std::to_string(state.joined.size()) +
+                       " nodes; a node cannot join a running session";
+            if (state.joined.size() >= config.nodes)
+                return "session '" + config.session + "' already has its " + std::to_string(config.nodes) + " nodes";
+            return "";
+        };
+        refusal = h->session != config.session ? "this server runs session '" + config.session + "', not '" + h->session + "'"
+                                               : closed();
+        if (refusal.empty()) {
+            auto proved = co_await demand_proof(socket, peer, config.key, config.session, role::control_node,
+                                                role::control_server, config.admission_timeout);
+            if (!proved) refusal = failed_proof(proved.error());  // demand_proof told the peer
+            else refusal = closed();  // it may have started while we waited for the proof
+            if (!refusal.empty() && proved) answer = protocol::refuse{refusal};
         } else {
+            answer = protocol::refuse{refusal};
+        }
+        if (refusal.empty()) {
             const std::string address = remote.address().to_string();
             state.joined.push_back({std::move(socket), address, h->node_name, h->data_port});
             if (config.log) config.log("node " + address + " (" + h->node_name + ") joined, " +
@@ -208,18 +287,26 @@ asio::awaitable<void> greet(tcp::socket socket, const serve_config& config, admi
             co_return;
         }
     } else if (auto* g = std::get_if<protocol::go>(&*m)) {
-        protocol::go_answer a;
-        if (g->session != config.session) a.reason = "this server runs session '" + config.session + "', not '" + g->session + "'";
-        else if (state.started) a.reason = "session '" + config.session + "' is already running";
-        else if (state.joined.empty()) a.reason = "no node has joined session '" + config.session + "' yet";
-        else {
-            a.ok = true;
-            a.nodes = static_cast<std::uint32_t>(state.joined.size());
-            state.go_from = peer;
-            state.changed();
+        if (g->session != config.session) {
+            refusal = "this server runs session '" + config.session + "', not '" + g->session + "'";
+            answer = protocol::refuse{refusal};
+        } else if (auto proved = co_await demand_proof(socket, peer, config.key, config.session, role::control_node,
+                                                       role::control_server, config.admission_timeout);
+                   !proved) {
+            refusal = "go: " + failed_proof(proved.error());
+        } else {
+            protocol::go_answer a;
+            if (state.started) a.reason = "session '" + config.session + "' is already running";
+            else if (state.joined.empty()) a.reason = "no node has joined session '" + config.session + "' yet";
+            else {
+                a.ok = true;
+                a.nodes = static_cast<std::uint32_t>(state.joined.size());
+                state.go_from = peer;
+                state.changed();
+            }
+            if (!a.ok) refusal = "go: " + a.reason;
+            answer = a;
         }
-        if (!a.ok) refusal = "go: " + a.reason;
-        answer = a;
     } else {
         refusal = "expected hello or go";
     }
@@ -279,6 +366,7 @@ asio::awaitable<std::string> wait_for_start(const serve_config& config, admissio
 
 // Accepts data connections until the assigned child (node `node` from `address`) arrives.
 asio::awaitable<result<tcp::socket>> accept_child(tcp::acceptor& acceptor, const std::string& session,
+                                                  const std::optional<auth::session_key>& key,
                                                   const protocol::child_slot& child, log_fn log) {
     for (;;) {
         asio::steady_timer timer{acceptor.get_executor(), std::chrono::seconds(60)};
@@ -295,6 +383,11 @@ asio::awaitable<result<tcp::socket>> accept_child(tcp::acceptor& acceptor, const
                  socket.remote_endpoint().address().to_string() != child.address)
             refusal = peer + " is not the assigned child (node " + std::to_string(child.node) + " at " + child.address + ")";
         if (refusal.empty()) {
+            auto proved = co_await demand_proof(socket, peer, key, session, role::data_child, role::data_parent, std::chrono::seconds(5));
+            if (!proved) {
+                if (log) log("refused data connection from " + peer + ": " + failed_proof(proved.error()));
+                continue;  // demand_proof told the peer
+            }
             const protocol::message accepted = protocol::data_accept{true, ""};
             auto w = co_await write_message(socket, accepted, peer);
             if (!w) co_return std::move(w).error();
@@ -369,10 +462,20 @@ asio::awaitable<result<serve_report>> serve(asio::io_context& io, tcp::acceptor&
         return slot == 0 ? nodes[0].control.local_endpoint().address().to_string() : nodes[slot - 1].address;
     };
 
+    // Sessions with a key tag every frame under a key that is new for this stream.
+    std::optional<auth::frame_signer> signer;
+    protocol::assign base;
+    if (config.key) {
+        base.stream_nonce = auth::random_nonce();
+        signer.emplace(*config.key, base.stream_nonce);
+    }
+    relay_config source_relay = config.relay;
+    source_relay.signer = signer ? &*signer : nullptr;
+
     serve_report report;
     report_tally tally{io};
     for (std::size_t i = 0; i < nodes.size(); ++i) {
-        protocol::assign a;
+        protocol::assign a = base;
         a.node = static_cast<std::uint32_t>(i + 1);
         const std::size_t parent = plan[i + 1].parent;
         a.parent_node = static_cast<std::uint32_t>(parent);
@@ -393,14 +496,16 @@ asio::awaitable<result<serve_report>> serve(asio::io_context& io, tcp::acceptor&
         asio::co_spawn(io, collect_reports(nodes[i].control, report.nodes[i], tally, config), asio::detached);
 
     const protocol::child_slot first{1, nodes[0].address};
-    auto child = co_await accept_child(data, config.session, first, config.log);
+    auto child = co_await accept_child(data, config.session, config.key, first, config.log);
     if (!child) co_return std::move(child).error();
     make_blocking(child->native_handle());
     if (config.log) config.log("chain of " + std::to_string(nodes.size()) + " nodes connected, streaming");
 
     const auto started = clock::now();
     data_plane plane{io};
-    plane.start(io, [&config, &stats, fd = child->native_handle()] { return run_source(config.source_fd, fd, config.relay, stats); });
+    plane.start(io, [&config, &source_relay, &stats, fd = child->native_handle()] {
+        return run_source(config.source_fd, fd, source_relay, stats);
+    });
     while (!plane.outcome) {
         co_await plane.wait(std::chrono::seconds(1));
         if (plane.outcome) break;
@@ -543,7 +648,8 @@ asio::awaitable<result<tcp::endpoint>> discover(asio::io_context& io, find_confi
                                                          std::to_string(config.retries) + (config.retries == 1 ? " attempt" : " attempts") + " (asked " + asked + ")");
 }
 
-asio::awaitable<result<tcp::socket>> connect_parent(asio::io_context& io, const protocol::assign& a, const std::string& session) {
+asio::awaitable<result<tcp::socket>> connect_parent(asio::io_context& io, const protocol::assign& a, const std::string& session,
+                                                    const std::optional<auth::session_key>& key) {
     const tcp::endpoint parent{asio::ip::make_address(a.parent_address), a.parent_port};
     const std::string peer = "parent " + endpoint_text(parent);
     tcp::socket socket{io};
@@ -554,6 +660,8 @@ asio::awaitable<result<tcp::socket>> connect_parent(asio::io_context& io, const 
     const protocol::message hello = protocol::data_hello{session, a.node, 0};
     auto w = co_await write_message(socket, hello, peer);
     if (!w) co_return std::move(w).error();
+    auto proved = co_await give_proof(socket, peer, key, session, role::data_child, role::data_parent, std::chrono::seconds(10));
+    if (!proved) co_return std::move(proved).error();
     auto m = co_await read_message(socket, peer, std::chrono::seconds(10));
     if (!m) co_return std::move(m).error();
     const auto* accept = std::get_if<protocol::data_accept>(&*m);
@@ -589,6 +697,9 @@ asio::awaitable<result<join_report>> join(asio::io_context& io, const join_confi
     const protocol::message hello = protocol::hello{config.session, host_name(), data.local_endpoint().port()};
     auto said = co_await write_message(control, hello, server_text);
     if (!said) co_return std::move(said).error();
+    auto proved = co_await give_proof(control, server_text, config.key, config.session, role::control_node, role::control_server,
+                                      std::chrono::seconds(10));
+    if (!proved) co_return std::move(proved).error();
     if (config.log) config.log("joined session '" + config.session + "' at " + server_text + ", waiting for the start");
 
     auto m = co_await read_message(control, server_text, forever);
@@ -606,17 +717,20 @@ asio::awaitable<result<join_report>> join(asio::io_context& io, const join_confi
 
     std::optional<tcp::socket> child;
     if (!assignment.children.empty()) {
-        auto c = co_await accept_child(data, config.session, assignment.children.front(), config.log);
+        auto c = co_await accept_child(data, config.session, config.key, assignment.children.front(), config.log);
         if (!c) co_return std::move(c).error();
         child = std::move(*c);
         make_blocking(child->native_handle());
     }
-    auto parent = co_await connect_parent(io, assignment, config.session);
+    auto parent = co_await connect_parent(io, assignment, config.session, config.key);
     if (!parent) co_return std::move(parent).error();
     make_blocking(parent->native_handle());
 
     relay_config relay = config.relay;
     relay.mode = static_cast<relay_mode>(assignment.relay_mode);
+    std::optional<auth::frame_signer> signer;
+    if (config.key) signer.emplace(*config.key, assignment.stream_nonce);
+    relay.signer = signer ? &*signer : nullptr;
     const auto started = clock::now();
     data_plane plane{io};
     plane.start(io, [&, relay, parent_fd = parent->native_handle(), child_fd = child ? child->native_handle() : -1] {
@@ -662,6 +776,9 @@ asio::awaitable<result<std::uint32_t>> go(asio::io_context& io, const go_config&
     const protocol::message ask = protocol::go{config.session};
     auto said = co_await write_message(control, ask, server_text);
     if (!said) co_return std::move(said).error();
+    auto proved = co_await give_proof(control, server_text, config.key, config.session, role::control_node, role::control_server,
+                                      std::chrono::seconds(10));
+    if (!proved) co_return std::move(proved).error();
     auto m = co_await read_message(control, server_text, std::chrono::seconds(10));
     if (!m) co_return std::move(m).error();
     if (auto* r = std::get_if<protocol::refuse>(&*m)) co_return session_error(session_errc::refused, r->reason);
@@ -694,6 +811,9 @@ result<serve_report> serve_session(const serve_config& config, relay_stats& stat
     discovery.set_option(udp::socket::reuse_address(true));
     discovery.bind({udp::v4(), protocol::discovery_port}, ec);
     if (ec) return net_error(ec, "listen for discovery on UDP port " + std::to_string(protocol::discovery_port));
+    if (!config.key && config.log)
+        config.log("session '" + config.session + "' runs without a key: any host on this network can join it, start it or "
+                   "read its stream (use --key FILE)");
     if (config.log)
         config.log("session '" + config.session + "' waiting for " + std::to_string(config.nodes) +
                    " nodes (control port " + std::to_string(control.local_endpoint().port()) + ")");

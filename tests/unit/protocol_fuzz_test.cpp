@@ -167,6 +167,7 @@ void fill(fuzzer& f, assign& m) {
         m.children.push_back({f.any<std::uint32_t>(), f.text(many ? 16 : max_string_bytes)});
     m.stream_bytes = f.any<std::uint64_t>();
     m.relay_mode = f.any<std::uint8_t>();
+    for (auto& b : m.stream_nonce) b = f.any<std::byte>();
 }
 void fill(fuzzer& f, progress& m) { m.stored_bytes = f.any<std::uint64_t>(); }
 void fill(fuzzer& f, done& m) {
@@ -193,6 +194,15 @@ void fill(fuzzer& f, go_answer& m) {
     m.ok = f.one_in(2);
     m.nodes = f.any<std::uint32_t>();
     m.reason = f.text(max_string_bytes);
+}
+
+void fill(fuzzer& f, challenge& m) {
+    m.keyed = f.one_in(2);
+    for (auto& b : m.nonce) b = f.any<std::byte>();
+}
+void fill(fuzzer& f, proof& m) {
+    for (auto& b : m.nonce) b = f.any<std::byte>();
+    for (auto& b : m.mac) b = f.any<std::byte>();
 }
 
 // A message kind without a `fill` above does not compile here: add one with the kind.
@@ -234,7 +244,7 @@ frame_bytes encoded(const frame_header& h) {
 // "" when `e` is a protocol error whose `where` names `peer`, else what is wrong with it.
 std::string error_problem(const error& e, std::string_view peer) {
     if (e.code.category() != category()) return "error of another category: " + e.message();
-    if (e.code.value() < static_cast<int>(errc::bad_magic) || e.code.value() > static_cast<int>(errc::bad_field))
+    if (e.code.value() < static_cast<int>(errc::bad_magic) || e.code.value() > static_cast<int>(errc::unauthenticated))
         return "error code " + std::to_string(e.code.value()) + " is no protocol::errc";
     if (e.where.empty()) return "error without a where: " + e.message();
     if (!e.where.starts_with(peer)) return "error '" + e.message() + "' does not name the peer " + std::string(peer);
@@ -255,6 +265,7 @@ std::optional<errc> expected_frame_header_error(std::span<const std::byte, frame
     if (get_le<std::uint8_t>(p + 4) != version) return errc::version_mismatch;
     const auto type = get_le<std::uint8_t>(p + 5);
     if (type != 1 && type != 2) return errc::unknown_type;
+    if (get_le<std::uint16_t>(p + 6) & ~1u) return errc::bad_field;  // flags: only bit 0 (tagged)
     const auto payload = get_le<std::uint32_t>(p + 12);
     if (payload > max_frame_payload_bytes) return errc::oversized;
     if (type == 2 && payload != end_payload_bytes) return errc::bad_field;

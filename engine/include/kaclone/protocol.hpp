@@ -30,6 +30,8 @@ enum class errc {
     truncated,          // the input ends inside a header, a payload or a field
     bad_checksum,       // a frame payload's checksum does not match its header
     bad_field,          // a message field has a value that cannot be right
+    bad_tag,            // a frame's keyed tag does not verify: altered or injected bytes
+    unauthenticated,    // a peer did not prove that it holds the session key
 };
 const std::error_category& category() noexcept;
 std::error_code make_error_code(errc e) noexcept;
@@ -37,11 +39,13 @@ std::error_code make_error_code(errc e) noexcept;
 // ---------------------------------------------------------------- data frames
 
 // Frame header, 40 bytes little-endian:
-//   0 u32 magic "KCF1"   4 u8 version   5 u8 type   6 u16 flags (0)
+//   0 u32 magic "KCF1"   4 u8 version   5 u8 type   6 u16 flags (bit 0: tagged)
 //   8 u32 stream id     12 u32 payload bytes       16 u64 stream offset of the payload
 //  24 u64 XXH3-64 of the payload                   32 u32 XXH32 of bytes 0..31, 36 u32 zero
-// The header check catches a corrupted length before anything trusts it.
+// The header check catches a corrupted length before anything trusts it. On a session with a
+// key every frame is tagged: 16 bytes of keyed tag (auth::frame_signer) follow its payload.
 inline constexpr std::size_t frame_header_bytes = 40;
+inline constexpr std::size_t frame_tag_bytes = 16;
 // The largest payload a frame may announce; larger is errc::oversized.
 inline constexpr std::uint32_t max_frame_payload_bytes = 16u << 20;
 // The payload size the server uses unless told otherwise.
@@ -58,6 +62,11 @@ struct frame_header {
     std::uint32_t payload_bytes = 0;
     std::uint64_t offset = 0;
     std::uint64_t checksum = 0;
+    bool tagged = false;  // a frame_tag_bytes tag follows the payload
+    // Header, payload and tag: the frame's size on the wire.
+    std::uint64_t frame_bytes() const noexcept {
+        return frame_header_bytes + payload_bytes + (tagged ? frame_tag_bytes : 0);
+    }
 };
 
 // The payload of the end frame: how many bytes the stream had and its digest.
@@ -132,6 +141,7 @@ struct assign {
     std::vector<child_slot> children;  // empty for a leaf; one in a chain; up to K in a tree
     std::uint64_t stream_bytes = 0;    // 0 when unknown (stdin)
     std::uint8_t relay_mode = 0;       // kaclone::relay_mode
+    std::array<std::byte, 16> stream_nonce{};  // keys the frame tags (sessions with a key)
     bool operator==(const assign&) const = default;
 };
 // node -> server, once a second.
@@ -179,8 +189,25 @@ struct go_answer {
     bool operator==(const go_answer&) const = default;
 };
 
+// server -> node (after its hello or go), parent -> child (after its data hello): prove that
+// you hold the session key with a proof over `nonce`. `keyed` false: the session runs open
+// and no proof follows.
+struct challenge {
+    bool keyed = false;
+    std::array<std::byte, 16> nonce{};
+    bool operator==(const challenge&) const = default;
+};
+// The answer to a challenge, and the verifier's answer back (both sides prove): the prover's
+// own nonce and HMAC-SHA256 under the key (auth::prove).
+struct proof {
+    std::array<std::byte, 16> nonce{};
+    std::array<std::byte, 32> mac{};
+    bool operator==(const proof&) const = default;
+};
+
 // Alternatives are only appended: a message's type number is its index + 1.
-using message = std::variant<hello, refuse, assign, progress, done, release, data_hello, data_accept, go, go_answer>;
+using message = std::variant<hello, refuse, assign, progress, done, release, data_hello, data_accept, go, go_answer,
+                             challenge, proof>;
 
 // Header + body of one message.
 std::vector<std::byte> encode_message(const message& m);

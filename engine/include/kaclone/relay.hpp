@@ -10,6 +10,7 @@
 #include <limits>
 #include <string>
 
+#include <kaclone/auth.hpp>
 #include <kaclone/protocol.hpp>
 #include <kaclone/result.hpp>
 
@@ -42,6 +43,13 @@ struct relay_config {
     // Test-only fault: the source flips the payload byte at this stream offset after computing
     // its frame's checksum (env KACLONE_FAULT_FLIP_BYTE).
     std::uint64_t fault_flip_byte = std::numeric_limits<std::uint64_t>::max();
+    // Test-only fault: the source flips the payload byte at this stream offset after tagging
+    // its frame and then writes the checksum of the altered payload, as someone rewriting
+    // bytes on the wire would: only a session key's tag catches it (env KACLONE_FAULT_FORGE_BYTE).
+    std::uint64_t fault_forge_byte = std::numeric_limits<std::uint64_t>::max();
+    // Sessions with a key: the source tags every frame, every node verifies every tag (and
+    // refuses untagged frames). Borrowed; must outlive run_source/run_relay. Null: open session.
+    const auth::frame_signer* signer = nullptr;
 };
 
 // Counters the data plane updates and the control plane reads (progress, status).

@@ -6,9 +6,11 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include <kaclone/auth.hpp>
 #include <kaclone/protocol.hpp>
 #include <kaclone/relay.hpp>
 #include <kaclone/result.hpp>
@@ -64,6 +66,9 @@ struct serve_config {
     std::chrono::milliseconds wait{0};
     std::vector<std::string> order;  // nodes (address or host name) placed first, in this order
     std::chrono::milliseconds stagger{0};  // between two nodes' releases
+    // With a key every control and data connection proves it (HMAC-SHA256 challenge-response)
+    // and every frame is tagged; without one the session runs open.
+    std::optional<auth::session_key> key;
     tick_fn on_tick;
     log_fn log;
     event_fn on_event;
@@ -95,6 +100,7 @@ struct join_config {
     unsigned retries = 5;
     local_sink sink;
     relay_config relay;
+    std::optional<auth::session_key> key;  // required when the server has one, refused if not
     tick_fn on_tick;
     log_fn log;
     event_fn on_event;
@@ -115,6 +121,7 @@ struct go_config {
     std::string session = "default";
     std::string server;  // as in join_config
     unsigned retries = 5;
+    std::optional<auth::session_key> key;
     log_fn log;
 };
 // Asks the waiting server of `session` to start now; returns how many nodes it starts with,
