@@ -31,6 +31,7 @@ struct serve_options {
     unsigned min_nodes = 0;
     std::chrono::milliseconds wait{0};
     std::string order_file;
+    unsigned arity = 1;
     std::chrono::milliseconds stagger{0};
     bool json = false;
     std::string key_file;
@@ -153,6 +154,7 @@ int run_serve(const CLI::App& command, const serve_options& opts) {
     config.min_nodes = opts.min_nodes;
     config.wait = opts.wait;
     config.order = std::move(order);
+    config.arity = opts.arity;
     config.stagger = opts.stagger;
     config.key = *key;
     config.source_fd = source->fd;
@@ -205,6 +207,11 @@ subcommand add_serve(CLI::App& app) {
     cmd->add_option("--order", opts->order_file,
                     "File with one host name or address per line: the chain's order (others follow by address)")
         ->check(CLI::ExistingFile);
+    cmd->add_option("--arity", opts->arity,
+                    "Children per node: 1 is a chain (default), K a K-ary tree filled level by level (the server "
+                    "sends to K nodes, each of them to K more, ...)")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 64));
     add_duration_option(*cmd, "--stagger", opts->stagger, "Time between two nodes' releases (spreads their reboots)");
     cmd->add_flag("--json", opts->json, "Print events as JSON lines on stdout instead of the table (see README)");
     add_key_option(*cmd, opts->key_file);

@@ -60,12 +60,33 @@ bool all_zero(const std::byte* p, std::size_t n) noexcept {
 // of operations in flight, the stop eventfd, the child's acks and the error that ends the loop.
 class node_base {
 protected:
+    // One child's data connection: its acks, and (ring mode) what has been sent to it.
+    struct child_link {
+        int fd = -1;
+        std::size_t reader = 0;  // its ring reader (ring mode)
+        std::array<std::byte, 64 * protocol::ack_bytes> ack_in{};
+        std::size_t ack_in_fill = 0;
+        bool ack_in_inflight = false;
+        bool closed = false;
+        std::uint64_t acked = 0;
+        bool complete = false;
+        bool send_inflight = false;
+        std::uint64_t sent_pos = 0;
+        std::deque<std::uint64_t> zc_pending;  // SEND_ZC: sent up to here, notification pending
+    };
+
     node_base(net::uring uring, ring_buffer ring, const relay_config& config, relay_stats& stats,
-              int child_fd)
-        : uring_(std::move(uring)), ring_(std::move(ring)), config_(config), stats_(stats), child_fd_(child_fd) {}
+              std::span<const int> child_fds, std::size_t first_child_reader)
+        : uring_(std::move(uring)), ring_(std::move(ring)), config_(config), stats_(stats) {
+        for (std::size_t i = 0; i < child_fds.size(); ++i) {
+            children_.emplace_back();
+            children_.back().fd = child_fds[i];
+            children_.back().reader = first_child_reader + i;
+        }
+    }
     virtual ~node_base() = default;
 
-    // user_data: the op in the low 32 bits, `index` (which splice round) in the high ones.
+    // user_data: the op in the low 32 bits, `index` (which child or splice round) in the high ones.
     void submit(io_uring_sqe* sqe, op kind, std::size_t index = 0) noexcept {
         io_uring_sqe_set_data64(sqe, static_cast<std::uint64_t>(kind) | (std::uint64_t{index} << 32));
         ++inflight_;
@@ -89,77 +110,98 @@ protected:
         submit(sqe, kind);
     }
 
-    // Child acks: one recv in flight; completes whole 16-byte acks as they arrive.
-    void maybe_receive_acks() {
-        if (child_fd_ < 0 || ack_in_inflight_ || child_closed_) return;
-        auto* sqe = uring_.sqe();
-        io_uring_prep_recv(sqe, child_fd_, ack_in_.data() + ack_in_fill_, ack_in_.size() - ack_in_fill_, 0);
-        submit(sqe, op::ack_in);
-        ack_in_inflight_ = true;
+    bool has_children() const noexcept { return !children_.empty(); }
+    // What every child's subtree holds, and whether all of them verified the end.
+    std::uint64_t children_acked() const noexcept {
+        std::uint64_t least = ~0ull;
+        for (const auto& c : children_) least = std::min(least, c.acked);
+        return least;
     }
-    void on_ack_in(int res) {
-        ack_in_inflight_ = false;
+    bool children_complete() const noexcept {
+        return std::all_of(children_.begin(), children_.end(), [](const child_link& c) { return c.complete; });
+    }
+    std::string child_name(std::size_t i) const {
+        return children_.size() == 1 ? "the child" : "child " + std::to_string(i + 1) + " of " + std::to_string(children_.size());
+    }
+
+    // Child acks: one recv in flight per child; completes whole 16-byte acks as they arrive.
+    void maybe_receive_acks() {
+        for (std::size_t i = 0; i < children_.size(); ++i) {
+            child_link& c = children_[i];
+            if (c.ack_in_inflight || c.closed) continue;
+            auto* sqe = uring_.sqe();
+            io_uring_prep_recv(sqe, c.fd, c.ack_in.data() + c.ack_in_fill, c.ack_in.size() - c.ack_in_fill, 0);
+            submit(sqe, op::ack_in, i);
+            c.ack_in_inflight = true;
+        }
+    }
+    void on_ack_in(int res, std::size_t i) {
+        child_link& c = children_[i];
+        c.ack_in_inflight = false;
         if (interrupted(res)) return;
-        if (res < 0) return fail_sys(res, "receive acknowledgements from the child");
+        if (res < 0) return fail_sys(res, "receive acknowledgements from " + child_name(i));
         if (res == 0) {
-            child_closed_ = true;
-            if (!child_complete_) fail(error{std::make_error_code(std::errc::connection_reset),
-                                             "child closed the data connection at offset " +
-                                                 std::to_string(child_acked_) + " before the end"});
+            c.closed = true;
+            if (!c.complete) fail(error{std::make_error_code(std::errc::connection_reset),
+                                        child_name(i) + " closed the data connection at offset " + std::to_string(c.acked) +
+                                            " before the end"});
             return;
         }
-        ack_in_fill_ += static_cast<std::size_t>(res);
+        c.ack_in_fill += static_cast<std::size_t>(res);
         std::size_t used = 0;
-        for (; ack_in_fill_ - used >= protocol::ack_bytes; used += protocol::ack_bytes) {
-            auto a = protocol::decode_ack(std::span<const std::byte, protocol::ack_bytes>(ack_in_.data() + used, protocol::ack_bytes),
-                                          "acknowledgement from the child");
+        for (; c.ack_in_fill - used >= protocol::ack_bytes; used += protocol::ack_bytes) {
+            auto a = protocol::decode_ack(std::span<const std::byte, protocol::ack_bytes>(c.ack_in.data() + used, protocol::ack_bytes),
+                                          "acknowledgement from " + child_name(i));
             if (!a) return fail(std::move(a).error());
-            child_acked_ = std::max(child_acked_, a->offset);
-            child_complete_ = child_complete_ || a->complete;
+            c.acked = std::max(c.acked, a->offset);
+            c.complete = c.complete || a->complete;
         }
-        std::memmove(ack_in_.data(), ack_in_.data() + used, ack_in_fill_ - used);
-        ack_in_fill_ -= used;
+        std::memmove(c.ack_in.data(), c.ack_in.data() + used, c.ack_in_fill - used);
+        c.ack_in_fill -= used;
         on_child_ack();
     }
     virtual void on_child_ack() {}
 
-    // Ring -> child, one send in flight; with SEND_ZC the bytes stay reserved (`forward_reader`)
-    // until the kernel's notification says it no longer needs them.
-    void maybe_forward(std::size_t forward_reader, bool zerocopy) {
-        if (child_fd_ < 0 || send_inflight_) return;
+    // Ring -> every child, one send in flight per child; each child's bytes stay reserved (its
+    // reader) until sent, and with SEND_ZC until the kernel's notification says it no longer
+    // needs them.
+    void maybe_forward(bool zerocopy) {
         const std::uint64_t end = ring_.write_position();
-        if (sent_pos_ == end) return;
-        const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(end - sent_pos_, max_io_bytes));
-        const auto bytes = ring_.at(sent_pos_, n);
-        auto* sqe = uring_.sqe();
-        if (zerocopy && zerocopy_works_) io_uring_prep_send_zc(sqe, child_fd_, bytes.data(), n, MSG_NOSIGNAL, 0);
-        else io_uring_prep_send(sqe, child_fd_, bytes.data(), n, MSG_NOSIGNAL);
-        submit(sqe, op::child_out);
-        send_inflight_ = true;
-        forward_reader_ = forward_reader;
+        for (std::size_t i = 0; i < children_.size(); ++i) {
+            child_link& c = children_[i];
+            if (c.send_inflight || c.sent_pos == end) continue;
+            const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(end - c.sent_pos, max_io_bytes));
+            const auto bytes = ring_.at(c.sent_pos, n);
+            auto* sqe = uring_.sqe();
+            if (zerocopy && zerocopy_works_) io_uring_prep_send_zc(sqe, c.fd, bytes.data(), n, MSG_NOSIGNAL, 0);
+            else io_uring_prep_send(sqe, c.fd, bytes.data(), n, MSG_NOSIGNAL);
+            submit(sqe, op::child_out, i);
+            c.send_inflight = true;
+        }
     }
-    void on_forward(const io_uring_cqe& cqe) {
+    void on_forward(const io_uring_cqe& cqe, std::size_t i) {
+        child_link& c = children_[i];
         if (cqe.flags & IORING_CQE_F_NOTIF) {  // the kernel is done with the oldest zc send
-            KACLONE_ASSERT(!zc_pending_.empty());
-            ring_.consume(forward_reader_, static_cast<std::size_t>(zc_pending_.front() - ring_.read_position(forward_reader_)));
-            zc_pending_.pop_front();
+            KACLONE_ASSERT(!c.zc_pending.empty());
+            ring_.consume(c.reader, static_cast<std::size_t>(c.zc_pending.front() - ring_.read_position(c.reader)));
+            c.zc_pending.pop_front();
             return;
         }
-        send_inflight_ = false;
+        c.send_inflight = false;
         if (interrupted(cqe.res)) return;
         if ((cqe.res == -EINVAL || cqe.res == -EOPNOTSUPP) && zerocopy_works_) {
             zerocopy_works_ = false;  // kernel or socket without SEND_ZC: plain send from now on
             return;
         }
-        if (cqe.res <= 0) return fail_sys(cqe.res == 0 ? -EPIPE : cqe.res, "send to the child");
-        sent_pos_ += static_cast<std::uint64_t>(cqe.res);
+        if (cqe.res <= 0) return fail_sys(cqe.res == 0 ? -EPIPE : cqe.res, "send to " + child_name(i));
+        c.sent_pos += static_cast<std::uint64_t>(cqe.res);
         if (cqe.flags & IORING_CQE_F_MORE) {
             ++inflight_;  // the notification is still to come
-            zc_pending_.push_back(sent_pos_);
-        } else if (zc_pending_.empty()) {
-            ring_.consume(forward_reader_, static_cast<std::size_t>(sent_pos_ - ring_.read_position(forward_reader_)));
+            c.zc_pending.push_back(c.sent_pos);
+        } else if (c.zc_pending.empty()) {
+            ring_.consume(c.reader, static_cast<std::size_t>(c.sent_pos - ring_.read_position(c.reader)));
         } else {
-            zc_pending_.push_back(sent_pos_);  // keep the order behind earlier notifications
+            c.zc_pending.push_back(c.sent_pos);  // keep the order behind earlier notifications
         }
     }
 
@@ -171,7 +213,8 @@ protected:
     void drain(int parent_fd) {
         if (inflight_ == 0) return;
         if (parent_fd >= 0) ::shutdown(parent_fd, error_ ? SHUT_RDWR : SHUT_RD);
-        if (error_ && child_fd_ >= 0) ::shutdown(child_fd_, SHUT_WR);
+        if (error_)
+            for (const auto& c : children_) ::shutdown(c.fd, SHUT_WR);
         auto* sqe = uring_.sqe();
         io_uring_prep_cancel(sqe, nullptr, IORING_ASYNC_CANCEL_ANY);
         submit(sqe, op::cancel);
@@ -202,38 +245,28 @@ protected:
     ring_buffer ring_;
     const relay_config& config_;
     relay_stats& stats_;
-    int child_fd_;
+    std::vector<child_link> children_;
     unsigned inflight_ = 0;
     std::optional<error> error_;
     std::uint64_t stop_value_ = 0;
-
-    std::array<std::byte, 64 * protocol::ack_bytes> ack_in_{};
-    std::size_t ack_in_fill_ = 0;
-    bool ack_in_inflight_ = false;
-    bool child_closed_ = false;
-    std::uint64_t child_acked_ = 0;
-    bool child_complete_ = false;
-
-    bool send_inflight_ = false;
     bool zerocopy_works_ = true;
-    std::size_t forward_reader_ = 0;
-    std::uint64_t sent_pos_ = 0;
-    std::deque<std::uint64_t> zc_pending_;
 };
 
 // ---------------------------------------------------------------- source
 
 class source_node : node_base {
 public:
-    source_node(net::uring uring, ring_buffer ring, int source_fd, int child_fd,
+    // Ring readers: one per child (what it was sent), then the retention (what all acked).
+    source_node(net::uring uring, ring_buffer ring, int source_fd, std::span<const int> child_fds,
                 const relay_config& config, relay_stats& stats)
-        : node_base(std::move(uring), std::move(ring), config, stats, child_fd), source_fd_(source_fd) {}
+        : node_base(std::move(uring), std::move(ring), config, stats, child_fds, 0),
+          source_fd_(source_fd), retain_reader_(child_fds.size()) {}
 
     result<relay_result> run() {
         start_stop_watch();
-        while (!error_ && !(end_committed_ && child_complete_)) {
+        while (!error_ && !(end_committed_ && children_complete())) {
             maybe_read_source();
-            maybe_forward(send_reader, config_.mode == relay_mode::zerocopy);
+            maybe_forward(config_.mode == relay_mode::zerocopy);
             maybe_receive_acks();
             if (const int rc = uring_.submit_and_wait(); rc < 0) fail_sys(rc, "io_uring wait");
             reap([this](const io_uring_cqe& cqe) { handle(cqe); });
@@ -244,8 +277,6 @@ public:
     }
 
 private:
-    static constexpr std::size_t send_reader = 0, retain_reader = 1;
-
     struct frame_end {
         std::uint64_t ring_end;
         std::uint64_t stream_end;
@@ -335,27 +366,29 @@ private:
 
     // Retention: frames leave the ring once the whole subtree acknowledged them.
     void on_child_ack() override {
-        std::uint64_t release_to = ring_.read_position(retain_reader);
-        while (!frames_.empty() && frames_.front().stream_end <= child_acked_ &&
-               (!frames_.front().is_end || child_complete_)) {
+        const std::uint64_t acked = children_acked();
+        const bool complete = children_complete();
+        std::uint64_t release_to = ring_.read_position(retain_reader_);
+        while (!frames_.empty() && frames_.front().stream_end <= acked && (!frames_.front().is_end || complete)) {
             release_to = frames_.front().ring_end;
             frames_.pop_front();
         }
-        ring_.consume(retain_reader, static_cast<std::size_t>(release_to - ring_.read_position(retain_reader)));
-        stats_.acked_bytes.store(child_acked_, std::memory_order_relaxed);
+        ring_.consume(retain_reader_, static_cast<std::size_t>(release_to - ring_.read_position(retain_reader_)));
+        stats_.acked_bytes.store(acked, std::memory_order_relaxed);
     }
 
     void handle(const io_uring_cqe& cqe) {
         switch (kind_of(cqe)) {
             case op::source_read: return on_source_read(cqe.res);
-            case op::child_out: return on_forward(cqe);
-            case op::ack_in: return on_ack_in(cqe.res);
+            case op::child_out: return on_forward(cqe, index_of(cqe));
+            case op::ack_in: return on_ack_in(cqe.res, index_of(cqe));
             case op::stop: return on_stop();
             default: return;
         }
     }
 
     int source_fd_;
+    std::size_t retain_reader_;
     bool read_inflight_ = false;
     bool frame_open_ = false;
     bool eof_ = false;
@@ -381,9 +414,9 @@ struct splice_round {
 
 class relay_node : node_base {
 public:
-    relay_node(net::uring uring, ring_buffer ring, std::vector<splice_round> rounds, int parent_fd, int child_fd,
-               local_sink sink, const relay_config& config, relay_stats& stats)
-        : node_base(std::move(uring), std::move(ring), config, stats, child_fd),
+    relay_node(net::uring uring, ring_buffer ring, std::vector<splice_round> rounds, int parent_fd,
+               std::span<const int> child_fds, local_sink sink, const relay_config& config, relay_stats& stats)
+        : node_base(std::move(uring), std::move(ring), config, stats, child_fds, store_reader + 1),
           rounds_(std::move(rounds)),
           parent_fd_(parent_fd), sink_(sink) {}
 
@@ -394,7 +427,7 @@ public:
                 maybe_splice_in();
             } else {
                 maybe_receive();
-                maybe_forward(forward_reader, config_.mode == relay_mode::zerocopy);
+                maybe_forward(config_.mode == relay_mode::zerocopy);
             }
             maybe_write_sink();
             maybe_receive_acks();
@@ -410,7 +443,7 @@ public:
     }
 
 private:
-    static constexpr std::size_t store_reader = 0, forward_reader = 1;
+    static constexpr std::size_t store_reader = 0;  // then one reader per child in ring mode
 
     // A verified frame waiting to be written: payload [pos, pos + len) of the ring at stream
     // `offset`; the ring is released up to `ring_end` (its header included) once written.
@@ -420,7 +453,7 @@ private:
     };
 
     bool finished() const noexcept {
-        return end_verified_ && jobs_.empty() && !write_inflight_ && (child_fd_ < 0 || child_complete_) &&
+        return end_verified_ && jobs_.empty() && !write_inflight_ && children_complete() &&
                (sent_complete_ || parent_gone_) && !ack_out_inflight_;
     }
 
@@ -517,7 +550,7 @@ private:
     void submit_splice_out(std::size_t index) {
         splice_round& r = rounds_[index];
         auto* sqe = uring_.sqe();
-        io_uring_prep_splice(sqe, r.forward.read_end(), -1, child_fd_, -1, static_cast<unsigned>(r.to_child), SPLICE_F_MOVE);
+        io_uring_prep_splice(sqe, r.forward.read_end(), -1, children_[0].fd, -1, static_cast<unsigned>(r.to_child), SPLICE_F_MOVE);
         submit(sqe, op::child_out, index);
     }
     void submit_local_read(std::size_t index) {
@@ -666,8 +699,8 @@ private:
     // What this node and its subtree hold, up to the parent; one ack in flight.
     void maybe_send_ack() {
         if (ack_out_inflight_ || sent_complete_ || parent_gone_) return;
-        const std::uint64_t offset = child_fd_ < 0 ? stored_ : std::min(stored_, child_acked_);
-        const bool complete = end_verified_ && jobs_.empty() && !write_inflight_ && (child_fd_ < 0 || child_complete_);
+        const std::uint64_t offset = std::min(stored_, children_acked());
+        const bool complete = end_verified_ && jobs_.empty() && !write_inflight_ && children_complete();
         if (offset == sent_ack_ && !complete) return;
         protocol::encode_ack({offset, complete}, std::span<std::byte, protocol::ack_bytes>(ack_out_));
         auto* sqe = uring_.sqe();
@@ -703,9 +736,9 @@ private:
             case op::parent_in: return on_parent_in(cqe.res, index);
             case op::tee: return on_tee(cqe.res, index);
             case op::local_read: return on_local_read(cqe.res, index);
-            case op::child_out: return in_pipes() ? on_splice_out(cqe.res, index) : on_forward(cqe);
+            case op::child_out: return in_pipes() ? on_splice_out(cqe.res, index) : on_forward(cqe, index);
             case op::sink_write: return on_sink_write(cqe.res);
-            case op::ack_in: return on_ack_in(cqe.res);
+            case op::ack_in: return on_ack_in(cqe.res, index);
             case op::ack_out: return on_ack_out(cqe.res);
             case op::stop: return on_stop();
             default: return;
@@ -743,24 +776,27 @@ constexpr unsigned ring_entries = 64;
 
 }  // namespace
 
-result<relay_result> run_source(int source_fd, int child_fd, const relay_config& config, relay_stats& stats) {
+result<relay_result> run_source(int source_fd, std::span<const int> child_fds, const relay_config& config,
+                                relay_stats& stats) {
     auto uring = net::uring::create(ring_entries);
     if (!uring) return std::move(uring).error();
-    const std::size_t frame_bytes = frame_header_bytes + config.frame_payload_bytes;
-    auto ring = ring_buffer::create(config.buffer_bytes, 2, std::max(config.buffer_bytes / 4, frame_bytes));
+    const std::size_t frame_bytes = frame_header_bytes + config.frame_payload_bytes + protocol::frame_tag_bytes;
+    auto ring = ring_buffer::create(config.buffer_bytes, child_fds.size() + 1, std::max(config.buffer_bytes / 4, frame_bytes));
     if (!ring) return std::move(ring).error();
     if (ring->capacity() < 2 * frame_bytes)
         return error{make_error_code(kaclone::errc::out_of_range), "--buffer must hold two frames"};
-    source_node node{*std::move(uring), *std::move(ring), source_fd, child_fd, config, stats};
+    source_node node{*std::move(uring), *std::move(ring), source_fd, child_fds, config, stats};
     return node.run();
 }
 
-result<relay_result> run_relay(int parent_fd, int child_fd, local_sink sink, const relay_config& config,
+result<relay_result> run_relay(int parent_fd, std::span<const int> child_fds, local_sink sink, const relay_config& config,
                                relay_stats& stats) {
     auto uring = net::uring::create(ring_entries);
     if (!uring) return std::move(uring).error();
-    const bool splicing = child_fd >= 0 && config.mode == relay_mode::splice;
-    const std::size_t readers = child_fd >= 0 && !splicing ? 2 : 1;
+    // Splice mode forwards to one child without the ring; several children (a tree) or
+    // zerocopy mode send from the ring, one reader per child.
+    const bool splicing = child_fds.size() == 1 && config.mode == relay_mode::splice;
+    const std::size_t readers = 1 + (splicing ? 0 : child_fds.size());
     auto ring = ring_buffer::create(config.buffer_bytes, readers, config.buffer_bytes / 4);
     if (!ring) return std::move(ring).error();
     std::vector<splice_round> rounds;
@@ -785,8 +821,7 @@ result<relay_result> run_relay(int parent_fd, int child_fd, local_sink sink, con
         struct stat st{};
         if (::fstat(sink.fd, &st) == 0 && S_ISFIFO(st.st_mode)) (void)::fcntl(sink.fd, F_SETPIPE_SZ, 1 << 20);
     }
-    relay_node node{*std::move(uring), *std::move(ring), std::move(rounds),
-                    parent_fd, child_fd, sink, config, stats};
+    relay_node node{*std::move(uring), *std::move(ring), std::move(rounds), parent_fd, child_fds, sink, config, stats};
     return node.run();
 }
 

@@ -1,11 +1,12 @@
 // serve_session and join_session: the control plane in Asio coroutines.
 //
 // Order of a session: nodes discover the server (UDP), open a control connection and say
-// hello; the server waits for all of them, orders them by address into a chain and sends each
-// its assignment (parent, child). Every node first accepts its child's data connection (the
-// tail has none), then connects to its parent, so the chain is complete from the tail up when
-// the server's child connects and the stream starts. Nodes report progress once a second and
-// done at the end; the server then releases them.
+// hello; the server waits for them (see wait_for_start), orders them and sends each
+// its assignment (parent, children: a chain, or a K-ary tree with --arity). Every node first
+// accepts its children's data connections (a leaf has none), then connects to its parent, so
+// the tree is complete from the leaves up when the server's children connect and the stream
+// starts. Nodes report progress once a second and done at the end; the server then releases
+// them.
 #include <kaclone/session.hpp>
 
 #include <kaclone/topology.hpp>
@@ -364,40 +365,64 @@ asio::awaitable<std::string> wait_for_start(const serve_config& config, admissio
     }
 }
 
-// Accepts data connections until the assigned child (node `node` from `address`) arrives.
-asio::awaitable<result<tcp::socket>> accept_child(tcp::acceptor& acceptor, const std::string& session,
-                                                  const std::optional<auth::session_key>& key,
-                                                  const protocol::child_slot& child, log_fn log) {
-    for (;;) {
-        asio::steady_timer timer{acceptor.get_executor(), std::chrono::seconds(60)};
+// Accepts data connections until every assigned child (`children`: node and the only address
+// it may come from) has connected and proved the key; anyone else is refused with one log line.
+// Returns the sockets in the order of `children`.
+asio::awaitable<result<std::vector<tcp::socket>>> accept_children(tcp::acceptor& acceptor, const std::string& session,
+                                                                  const std::optional<auth::session_key>& key,
+                                                                  const std::vector<protocol::child_slot>& children,
+                                                                  log_fn log) {
+    std::vector<std::optional<tcp::socket>> accepted(children.size());
+    std::size_t missing = children.size();
+    asio::steady_timer timer{acceptor.get_executor(), std::chrono::seconds(60)};
+    while (missing > 0) {
         auto got = co_await (acceptor.async_accept(use_result) || timer.async_wait(use_result));
-        if (got.index() == 1) co_return session_error(session_errc::timeout, "waiting for child " + child.address + " to connect");
+        if (got.index() == 1) {
+            std::string late;
+            for (std::size_t i = 0; i < children.size(); ++i)
+                if (!accepted[i]) late += (late.empty() ? "" : ", ") + children[i].address;
+            co_return session_error(session_errc::timeout, "waiting for child " + late + " to connect");
+        }
         auto [ec, socket] = std::move(std::get<0>(got));
-        if (ec) co_return net_error(ec, "accept the child's data connection");
-        const std::string peer = endpoint_text(socket.remote_endpoint());
+        if (ec) co_return net_error(ec, "accept a child's data connection");
+        asio::error_code gone;
+        const auto remote = socket.remote_endpoint(gone);
+        if (gone) continue;  // reset before we looked
+        const std::string peer = endpoint_text(remote);
         auto m = co_await read_message(socket, peer, std::chrono::seconds(5));
         const auto* hello = m ? std::get_if<protocol::data_hello>(&*m) : nullptr;
         std::string refusal;
-        if (hello == nullptr) refusal = m ? peer + ": expected a data hello" : m.error().message();
-        else if (hello->session != session || hello->node != child.node ||
-                 socket.remote_endpoint().address().to_string() != child.address)
-            refusal = peer + " is not the assigned child (node " + std::to_string(child.node) + " at " + child.address + ")";
+        std::size_t slot = children.size();
+        if (hello == nullptr) {
+            refusal = m ? peer + ": expected a data hello" : m.error().message();
+        } else {
+            for (std::size_t i = 0; i < children.size(); ++i)
+                if (!accepted[i] && hello->session == session && hello->node == children[i].node &&
+                    remote.address().to_string() == children[i].address)
+                    slot = i;
+            if (slot == children.size()) refusal = peer + " is not an assigned child that is still to connect";
+        }
         if (refusal.empty()) {
             auto proved = co_await demand_proof(socket, peer, key, session, role::data_child, role::data_parent, std::chrono::seconds(5));
             if (!proved) {
                 if (log) log("refused data connection from " + peer + ": " + failed_proof(proved.error()));
                 continue;  // demand_proof told the peer
             }
-            const protocol::message accepted = protocol::data_accept{true, ""};
-            auto w = co_await write_message(socket, accepted, peer);
+            const protocol::message welcome = protocol::data_accept{true, ""};
+            auto w = co_await write_message(socket, welcome, peer);
             if (!w) co_return std::move(w).error();
-            socket.set_option(tcp::no_delay(true));
-            co_return std::move(socket);
+            socket.set_option(tcp::no_delay(true), gone);
+            accepted[slot] = std::move(socket);
+            --missing;
+            continue;
         }
         if (log) log("refused data connection: " + refusal);
         const protocol::message refused = protocol::data_accept{false, refusal};
         if (m) co_await write_message(socket, refused, peer);
     }
+    std::vector<tcp::socket> sockets;
+    for (auto& a : accepted) sockets.push_back(std::move(*a));
+    co_return sockets;
 }
 
 // How many nodes' report readers have ended (done received or connection lost); each end
@@ -457,7 +482,7 @@ asio::awaitable<result<serve_report>> serve(asio::io_context& io, tcp::acceptor&
     }
     if (config.log) config.log("starting with " + std::to_string(nodes.size()) + " nodes: " + why);
     emit(config, {session_event::kind::started, 0, "", "", "", 0, nodes.size(), why});
-    const auto plan = plan_tree(nodes.size(), 1);
+    const auto plan = plan_tree(nodes.size(), config.arity);
     const auto address_of = [&](std::size_t slot) {
         return slot == 0 ? nodes[0].control.local_endpoint().address().to_string() : nodes[slot - 1].address;
     };
@@ -495,17 +520,23 @@ asio::awaitable<result<serve_report>> serve(asio::io_context& io, tcp::acceptor&
     for (std::size_t i = 0; i < nodes.size(); ++i)
         asio::co_spawn(io, collect_reports(nodes[i].control, report.nodes[i], tally, config), asio::detached);
 
-    const protocol::child_slot first{1, nodes[0].address};
-    auto child = co_await accept_child(data, config.session, config.key, first, config.log);
-    if (!child) co_return std::move(child).error();
-    make_blocking(child->native_handle());
-    if (config.log) config.log("chain of " + std::to_string(nodes.size()) + " nodes connected, streaming");
+    std::vector<protocol::child_slot> firsts;
+    for (std::size_t child : plan[0].children)
+        firsts.push_back({static_cast<std::uint32_t>(child), nodes[child - 1].address});
+    auto children = co_await accept_children(data, config.session, config.key, firsts, config.log);
+    if (!children) co_return std::move(children).error();
+    std::vector<int> child_fds;
+    for (auto& c : *children) {
+        make_blocking(c.native_handle());
+        child_fds.push_back(c.native_handle());
+    }
+    if (config.log)
+        config.log((config.arity <= 1 ? "chain of " : std::to_string(config.arity) + "-ary tree of ") + std::to_string(nodes.size()) +
+                   " nodes connected, streaming");
 
     const auto started = clock::now();
     data_plane plane{io};
-    plane.start(io, [&config, &source_relay, &stats, fd = child->native_handle()] {
-        return run_source(config.source_fd, fd, source_relay, stats);
-    });
+    plane.start(io, [&config, &source_relay, &stats, &child_fds] { return run_source(config.source_fd, child_fds, source_relay, stats); });
     while (!plane.outcome) {
         co_await plane.wait(std::chrono::seconds(1));
         if (plane.outcome) break;
@@ -515,7 +546,7 @@ asio::awaitable<result<serve_report>> serve(asio::io_context& io, tcp::acceptor&
     if (!*plane.outcome) {
         // The stream stopped: the nodes will see their connections close and report.
         if (config.log) config.log("stream failed: " + plane.outcome->error().message());
-        child->close();
+        for (auto& c : *children) c.close();
     } else {
         report.source = **plane.outcome;
     }
@@ -715,12 +746,12 @@ asio::awaitable<result<join_report>> join(asio::io_context& io, const join_confi
         config.on_event({session_event::kind::assigned, assignment.node, host_name(), "", assignment.parent_address, 0,
                          assignment.children.size(), ""});
 
-    std::optional<tcp::socket> child;
-    if (!assignment.children.empty()) {
-        auto c = co_await accept_child(data, config.session, config.key, assignment.children.front(), config.log);
-        if (!c) co_return std::move(c).error();
-        child = std::move(*c);
-        make_blocking(child->native_handle());
+    auto children = co_await accept_children(data, config.session, config.key, assignment.children, config.log);
+    if (!children) co_return std::move(children).error();
+    std::vector<int> child_fds;
+    for (auto& c : *children) {
+        make_blocking(c.native_handle());
+        child_fds.push_back(c.native_handle());
     }
     auto parent = co_await connect_parent(io, assignment, config.session, config.key);
     if (!parent) co_return std::move(parent).error();
@@ -733,8 +764,8 @@ asio::awaitable<result<join_report>> join(asio::io_context& io, const join_confi
     relay.signer = signer ? &*signer : nullptr;
     const auto started = clock::now();
     data_plane plane{io};
-    plane.start(io, [&, relay, parent_fd = parent->native_handle(), child_fd = child ? child->native_handle() : -1] {
-        return run_relay(parent_fd, child_fd, config.sink, relay, stats);
+    plane.start(io, [&, relay, parent_fd = parent->native_handle()] {
+        return run_relay(parent_fd, child_fds, config.sink, relay, stats);
     });
     while (!plane.outcome) {
         co_await plane.wait(std::chrono::seconds(1));

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdint>
 #include <limits>
+#include <span>
 #include <string>
 
 #include <kaclone/auth.hpp>
@@ -64,16 +65,18 @@ struct relay_result {
     std::chrono::steady_clock::duration drain{};  // source: from its EOF to the final ack
 };
 
-// Source node: reads `source_fd` to EOF, sends it framed to `child_fd` and keeps every byte
-// until the child acknowledges it for its whole subtree. Returns once the subtree has
-// acknowledged the complete stream. Blocking. Errors name the operation and the peer.
-result<relay_result> run_source(int source_fd, int child_fd, const relay_config& config,
+// Source node: reads `source_fd` to EOF, sends it framed to every one of `child_fds` (one in
+// a chain, up to K in a K-ary tree) and keeps every byte until all children acknowledged it
+// for their whole subtrees. Returns once they have acknowledged the complete stream.
+// Blocking. Errors name the operation and the peer. The fds stay the caller's.
+result<relay_result> run_source(int source_fd, std::span<const int> child_fds, const relay_config& config,
                                 relay_stats& stats);
 
 // Any other node: receives from `parent_fd`, verifies every frame, stores the payload into
-// `sink`, forwards every byte to `child_fd` (-1: none) and acknowledges to the parent what it
-// and its subtree stored. Returns once the stream is complete and verified here and below.
-result<relay_result> run_relay(int parent_fd, int child_fd, local_sink sink,
+// `sink`, forwards every byte to each of `child_fds` (none for a leaf) and acknowledges to the
+// parent what it and its subtree stored. Returns once the stream is complete and verified here
+// and below. With one child in splice mode the bytes to the child never enter user space.
+result<relay_result> run_relay(int parent_fd, std::span<const int> child_fds, local_sink sink,
                                const relay_config& config, relay_stats& stats);
 
 }  // namespace kaclone

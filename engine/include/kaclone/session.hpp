@@ -65,6 +65,7 @@ struct serve_config {
     unsigned min_nodes = 0;
     std::chrono::milliseconds wait{0};
     std::vector<std::string> order;  // nodes (address or host name) placed first, in this order
+    unsigned arity = 1;  // children per node: 1 is a chain, K a K-ary tree (level by level)
     std::chrono::milliseconds stagger{0};  // between two nodes' releases
     // With a key every control and data connection proves it (HMAC-SHA256 challenge-response)
     // and every frame is tagged; without one the session runs open.
