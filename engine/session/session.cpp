@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstring>
 #include <optional>
 #include <thread>
 
@@ -29,6 +30,7 @@
 #include <asio/io_context.hpp>
 #include <asio/ip/tcp.hpp>
 #include <asio/ip/udp.hpp>
+#include <asio/local/datagram_protocol.hpp>
 #include <asio/post.hpp>
 #include <asio/read.hpp>
 #include <asio/steady_timer.hpp>
@@ -40,6 +42,7 @@ namespace {
 
 using asio::ip::tcp;
 using asio::ip::udp;
+using local_datagram = asio::local::datagram_protocol;
 using namespace asio::experimental::awaitable_operators;
 using clock = std::chrono::steady_clock;
 inline constexpr auto use_result = asio::experimental::as_tuple(asio::use_awaitable);
@@ -197,9 +200,29 @@ struct joined_node {
     std::uint16_t data_port;
 };
 
-asio::awaitable<void> answer_discovery(udp::socket& socket, std::string session, std::uint16_t control_port,
-                                       log_fn log) {
+// Several servers on one host all bind UDP port 7117, but the kernel hands a unicast datagram
+// (`join --server HOST`) to only one of them. So every server also binds a local datagram
+// socket named after its session, in the abstract namespace (scoped to the network namespace,
+// gone with the process), and a server asked for a session it does not run passes the
+// question on to that session's server there, with the asker's address in front.
+std::string local_discovery_name(const std::string& session) { return std::string(1, '\0') + "kaclone-discovery/" + session; }
+
+constexpr std::size_t forward_prefix_bytes = 6;  // asker's IPv4 address and port, big-endian
+
+asio::awaitable<void> answer_ask(udp::socket& socket, const protocol::discovery& ask, const udp::endpoint& asker,
+                                 const std::string& session, std::uint16_t control_port, const log_fn& log) {
+    const std::string peer = asker.address().to_string() + ":" + std::to_string(asker.port());
+    if (ask.version != protocol::version && log)
+        log(peer + " asked for session '" + session + "' with protocol " + std::to_string(ask.version) +
+            ", this server speaks " + std::to_string(protocol::version));
+    const auto reply = protocol::encode_discovery({protocol::discovery::kind::answer, protocol::version, session, control_port});
+    co_await socket.async_send_to(asio::buffer(reply), asker, use_result);
+}
+
+asio::awaitable<void> answer_discovery(udp::socket& socket, local_datagram::socket& local, std::string session,
+                                       std::uint16_t control_port, log_fn log) {
     std::array<std::byte, 1500> datagram{};
+    std::array<std::byte, forward_prefix_bytes + 1500> forward{};
     for (;;) {
         udp::endpoint from;
         auto [ec, n] = co_await socket.async_receive_from(asio::buffer(datagram), from, use_result);
@@ -211,12 +234,38 @@ asio::awaitable<void> answer_discovery(udp::socket& socket, std::string session,
             if (log) log("ignored a discovery datagram from " + peer + ": " + (ask ? "not a question" : ask.error().code.message()));
             continue;
         }
-        if (ask->session != session) continue;  // another session's server answers that
-        if (ask->version != protocol::version && log)
-            log(peer + " asked for session '" + session + "' with protocol " + std::to_string(ask->version) +
-                ", this server speaks " + std::to_string(protocol::version));
-        const auto reply = protocol::encode_discovery({protocol::discovery::kind::answer, protocol::version, session, control_port});
-        co_await socket.async_send_to(asio::buffer(reply), from, use_result);
+        if (ask->session == session) {
+            co_await answer_ask(socket, *ask, from, session, control_port, log);
+            continue;
+        }
+        if (!from.address().is_v4() || ask->session.size() > 80) continue;
+        // Another session's: pass it on, in case that server runs here too (else nobody listens).
+        const auto v4 = from.address().to_v4().to_bytes();
+        std::memcpy(forward.data(), v4.data(), 4);
+        forward[4] = std::byte(from.port() >> 8);
+        forward[5] = std::byte(from.port() & 0xff);
+        std::memcpy(forward.data() + forward_prefix_bytes, datagram.data(), n);
+        asio::error_code ignored;
+        local.send_to(asio::buffer(forward.data(), forward_prefix_bytes + n),
+                      local_datagram::endpoint(local_discovery_name(ask->session)), 0, ignored);
+    }
+}
+
+// Questions another server on this host passed on (see local_discovery_name).
+asio::awaitable<void> answer_forwarded(udp::socket& socket, local_datagram::socket& local, std::string session,
+                                       std::uint16_t control_port, log_fn log) {
+    std::array<std::byte, forward_prefix_bytes + 1500> datagram{};
+    for (;;) {
+        auto [ec, n] = co_await local.async_receive(asio::buffer(datagram), use_result);
+        if (ec == asio::error::operation_aborted) co_return;
+        if (ec || n < forward_prefix_bytes) continue;
+        asio::ip::address_v4::bytes_type v4{};
+        std::memcpy(v4.data(), datagram.data(), 4);
+        const auto port = static_cast<std::uint16_t>((std::to_integer<unsigned>(datagram[4]) << 8) | std::to_integer<unsigned>(datagram[5]));
+        const udp::endpoint asker{asio::ip::address_v4(v4), port};
+        auto ask = protocol::decode_discovery(std::span(datagram.data() + forward_prefix_bytes, n - forward_prefix_bytes), "a local server");
+        if (!ask || ask->what != protocol::discovery::kind::ask || ask->session != session) continue;
+        co_await answer_ask(socket, *ask, asker, session, control_port, log);
     }
 }
 
@@ -837,6 +886,13 @@ result<serve_report> serve_session(const serve_config& config, relay_stats& stat
     if (ec) return net_error(ec, "listen on control port " + std::to_string(config.port));
     control.listen();
     tcp::acceptor data{io, tcp::endpoint{tcp::v4(), 0}};
+    local_datagram::socket local{io};
+    local.open();
+    if (config.session.size() <= 80) {
+        local.bind(local_datagram::endpoint(local_discovery_name(config.session)), ec);
+        if (ec == asio::error::address_in_use)
+            return error{ec, "session '" + config.session + "' is already being served on this host"};
+    }
     udp::socket discovery{io};
     discovery.open(udp::v4());
     discovery.set_option(udp::socket::reuse_address(true));
@@ -848,7 +904,9 @@ result<serve_report> serve_session(const serve_config& config, relay_stats& stat
     if (config.log)
         config.log("session '" + config.session + "' waiting for " + std::to_string(config.nodes) +
                    " nodes (control port " + std::to_string(control.local_endpoint().port()) + ")");
-    asio::co_spawn(io, answer_discovery(discovery, config.session, control.local_endpoint().port(), config.log), asio::detached);
+    const std::uint16_t control_port = control.local_endpoint().port();
+    asio::co_spawn(io, answer_discovery(discovery, local, config.session, control_port, config.log), asio::detached);
+    asio::co_spawn(io, answer_forwarded(discovery, local, config.session, control_port, config.log), asio::detached);
     admission state{io};
     return run_to_completion(io, serve(io, control, data, config, state, stats));
 }

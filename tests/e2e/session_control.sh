@@ -5,8 +5,9 @@
 #   2. `kaclone go` starts a server that waits for 4 nodes with the 2 that joined; go for a
 #      session the server does not run is refused with the reason.
 #   3. --stagger 500ms with 4 nodes: the released events are >= 500 ms apart.
-#   4. Two sessions served from the same host at once, found by name (broadcast discovery),
-#      each with its own 2 nodes: all 4 store their session's source.
+#   4. Two sessions served from the same host at once, found by name (unicast and broadcast
+#      discovery), each with its own 2 nodes: all 4 store their session's source; a second
+#      server of a session that this host already serves is refused.
 #   5. --order FILE puts the named nodes first: the assigned parents follow the file.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -120,7 +121,17 @@ alpha=$!
 ip netns exec "${prefix}0" timeout -k 5 60 "$KACLONE" serve --session beta --nodes 2 --source "$data/other" \
     >"$run/beta.out" 2>"$run/beta.err" &
 beta=$!
-for i in 1 2; do start_join "$i" 60 --session alpha --sink "$data/alpha$i"; done
+for ((t = 0; t < 400; t++)); do
+    grep -q "waiting for 2 nodes" "$run/alpha.err" && grep -q "waiting for 2 nodes" "$run/beta.err" && break
+    sleep 0.05
+done
+run_capture ip netns exec "${prefix}0" "$KACLONE" serve --session alpha --nodes 2 --source "$data/source"
+expect_eq "a second server of session alpha: exit code" "$rc" 1
+expect_eq "a second server of session alpha: message" "$err" \
+    "kaclone serve: session 'alpha' is already being served on this host: Address already in use"
+# alpha's nodes ask the host directly (unicast: the kernel gives the datagram to one of the
+# two servers), beta's by broadcast.
+for i in 1 2; do start_join "$i" 60 --session alpha --server "$(node_ip 0)" --sink "$data/alpha$i"; done
 for i in 3 4; do start_join "$i" 60 --session beta --sink "$data/beta$i"; done
 for i in 1 2 3 4; do wait_rc "${join_pid[i]}"; expect_rc "node $i (join)" "$rc" 0 "$run/join$i.err"; done
 wait_rc "$alpha"; expect_rc "serve alpha" "$rc" 0 "$run/alpha.err"
