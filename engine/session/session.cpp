@@ -303,7 +303,7 @@ asio::awaitable<void> greet(tcp::socket socket, const serve_config& config, admi
     std::string refusal;
     std::optional<protocol::message> answer;
     if (!m) {
-        refusal = m.error().message();
+        refusal = m.error().code.message();  // its `where` is the peer, named in the log line
         // Only a peer that speaks our framing can read a refusal in words.
         if (m.error().code == protocol::errc::version_mismatch) answer = protocol::refuse{refusal};
     } else if (auto* h = std::get_if<protocol::hello>(&*m)) {
@@ -443,13 +443,13 @@ asio::awaitable<result<std::vector<tcp::socket>>> accept_children(tcp::acceptor&
         std::string refusal;
         std::size_t slot = children.size();
         if (hello == nullptr) {
-            refusal = m ? peer + ": expected a data hello" : m.error().message();
+            refusal = m ? "expected a data hello" : m.error().code.message();
         } else {
             for (std::size_t i = 0; i < children.size(); ++i)
                 if (!accepted[i] && hello->session == session && hello->node == children[i].node &&
                     remote.address().to_string() == children[i].address)
                     slot = i;
-            if (slot == children.size()) refusal = peer + " is not an assigned child that is still to connect";
+            if (slot == children.size()) refusal = "not an assigned child that is still to connect";
         }
         if (refusal.empty()) {
             auto proved = co_await demand_proof(socket, peer, key, session, role::data_child, role::data_parent, std::chrono::seconds(5));
@@ -465,7 +465,7 @@ asio::awaitable<result<std::vector<tcp::socket>>> accept_children(tcp::acceptor&
             --missing;
             continue;
         }
-        if (log) log("refused data connection: " + refusal);
+        if (log) log("refused data connection from " + peer + ": " + refusal);
         const protocol::message refused = protocol::data_accept{false, refusal};
         if (m) co_await write_message(socket, refused, peer);
     }
