@@ -60,9 +60,13 @@ expect_eq "join without a sink message" "$err" "kaclone join: --sink, --exec or 
 Run 'kaclone join --help' for usage."
 
 run_capture "$KACLONE" layout /dev/null
-expect_eq "layout without DESC exit code" "$rc" 2
-expect_eq "layout without DESC message" "$err" "kaclone layout: DESC is required
+expect_eq "layout without --desc exit code" "$rc" 2
+expect_eq "layout without --desc message" "$err" "kaclone layout: --desc is required
 Run 'kaclone layout --help' for usage."
+
+run_capture "$KACLONE" desc "$work/no-such-disk"
+expect_eq "desc of a missing disk exit code" "$rc" 1
+expect_eq "desc of a missing disk message" "$err" "kaclone desc: open $work/no-such-disk: No such file or directory"
 
 run_capture "$KACLONE" frobnicate
 expect_eq "unknown command exit code" "$rc" 2

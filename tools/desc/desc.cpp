@@ -43,6 +43,8 @@ const char* describe(errc e) noexcept {
         case errc::does_not_fit: return "partition does not fit on the disk";
         case errc::bad_line:
             return "not a partition line (expected [logical] TYPE SIZE [key=value]...)";
+        case errc::no_partition_table: return "no dos or gpt partition table";
+        case errc::root_not_on_disk: return "the running / is not on a block device";
     }
     return "unknown desc error";
 }

@@ -50,6 +50,9 @@ enum class errc {
     duplicate_mount,           // two partitions with the same mount= point
     does_not_fit,              // (the layout planner) the partitions do not fit on the disk
     bad_line,                  // anything else: a word that is not key=value, no TYPE
+    no_partition_table,        // (derive) the disk has no partition table, or one that is
+                               // neither dos nor gpt; `where` names the disk
+    root_not_on_disk,          // (derive) `/` is not on a block device (overlay, tmpfs)
 };
 
 const std::error_category& category() noexcept;
