@@ -14,6 +14,7 @@
 #include <vector>
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -30,10 +31,8 @@ using protocol::frame_header_bytes;
 // What a completion belongs to (its user_data).
 enum class op : std::uint64_t {
     stop,         // read of the stop eventfd
-    parent_in,    // recv from the parent, or splice parent -> forward pipe
-    tee,          // tee forward pipe -> local pipe
-    local_read,   // read local pipe -> ring
-    child_out,    // send/send_zc ring -> child, or splice forward pipe -> child
+    parent_in,    // recv from the parent (ring mode), or poll it for bytes (splice mode)
+    child_out,    // send/send_zc ring -> child (ring mode), or poll it for room (splice mode)
     sink_write,   // write ring -> local sink
     source_read,  // read source -> ring
     ack_in,       // recv acks from the child
@@ -402,29 +401,24 @@ private:
 
 // ---------------------------------------------------------------- relay / leaf
 
-// A round of splice mode (see relay_node::maybe_splice_in); its states, in order:
-//   idle -> splice_in -> tee -> out_waiting (the round before is still going out) -> out -> idle
-enum class round_state { idle, splice_in, tee, out_waiting, out };
-
-struct splice_round {
-    net::pipe_pair forward, local;  // the same number of slots each
-    round_state state = round_state::idle;
-    std::size_t bytes = 0, to_child = 0, to_ring = 0;
+// splice mode's two pipes (see relay_node::pump_splice): parent -> `in` -> tee -> `forward`
+// -> child; what was teed is read from `in` into the ring for the frame check and the sink.
+struct splice_pipes {
+    net::pipe_pair in, forward;
 };
 
 class relay_node : node_base {
 public:
-    relay_node(net::uring uring, ring_buffer ring, std::vector<splice_round> rounds, int parent_fd,
+    relay_node(net::uring uring, ring_buffer ring, std::optional<splice_pipes> pipes, int parent_fd,
                std::span<const int> child_fds, local_sink sink, const relay_config& config, relay_stats& stats)
         : node_base(std::move(uring), std::move(ring), config, stats, child_fds, store_reader + 1),
-          rounds_(std::move(rounds)),
-          parent_fd_(parent_fd), sink_(sink) {}
+          pipes_(std::move(pipes)), parent_fd_(parent_fd), sink_(sink) {}
 
     result<relay_result> run() {
         start_stop_watch();
         while (!error_ && !finished()) {
-            if (in_pipes()) {
-                maybe_splice_in();
+            if (pipes_) {
+                pump_splice();
             } else {
                 maybe_receive();
                 maybe_forward(config_.mode == relay_mode::zerocopy);
@@ -432,6 +426,7 @@ public:
             maybe_write_sink();
             maybe_receive_acks();
             maybe_send_ack();
+            if (error_) break;  // pump_splice() fails synchronously: nothing more would complete
             if (const int rc = uring_.submit_and_wait(); rc < 0) fail_sys(rc, "io_uring wait");
             reap([this](const io_uring_cqe& cqe) { handle(cqe); });
         }
@@ -468,128 +463,114 @@ private:
         receive_inflight_ = true;
     }
 
-    // splice mode: the stream moves in rounds of up to one pipe; each round has its own pair
-    // of pipes and goes splice_in (parent -> its forward pipe), tee (forward -> local pipe),
-    // then out: forward pipe -> child and local pipe -> ring (the copy that the frame check
-    // and the sink need). Two rounds overlap: the next round's splice_in runs while the
-    // previous round goes out. They never share a pipe, and that matters: a splice from a
-    // socket holds the pipe's lock while it waits for bytes, so a tee or read on the same pipe
-    // would wait for the parent too, and at the end of the stream for ever.
-    // Order is kept per stage: one splice_in at a time, in round order; the out stage only
-    // for the oldest round. A round starts only when the ring can take it and every round
-    // still in flight, so its local read never waits for the sink.
-
-    void maybe_splice_in() {
-        splice_round& r = rounds_[next_round_];
-        if (r.state != round_state::idle || splice_in_inflight_ || end_verified_ || parent_eof_) return;
-        const std::size_t cap = r.forward.capacity();
-        const std::size_t promised = rounds_[next_round_ ^ 1].to_ring;  // the other round's read
-        if (ring_.writable(promised + cap).size() < promised + cap) return;
-        auto* sqe = uring_.sqe();
-        io_uring_prep_splice(sqe, parent_fd_, -1, r.forward.write_end(), -1, static_cast<unsigned>(cap), SPLICE_F_MOVE);
-        submit(sqe, op::parent_in, next_round_);
-        r.state = round_state::splice_in;
-        splice_in_inflight_ = true;
-    }
-
-    void on_parent_in(int res, std::size_t index) {
+    void on_parent_in(int res) {
         receive_inflight_ = false;
-        if (in_pipes()) {
-            splice_in_inflight_ = false;
-            rounds_[index].state = round_state::idle;
-        }
         if (interrupted(res)) return;  // nothing was received: submitted again
         if (res < 0) return fail_sys(res, "receive from the parent");
-        if (res == 0) {
-            parent_eof_ = true;
-            if (!end_verified_) fail(error{std::make_error_code(std::errc::connection_reset),
-                                           "parent closed the data connection at offset " +
-                                               std::to_string(next_offset_) + " before the end of the stream"});
-            return;
-        }
-        if (!in_pipes()) {
-            ring_.commit(static_cast<std::size_t>(res));
-            return parse();
-        }
-        splice_round& r = rounds_[index];
-        r.bytes = r.to_ring = static_cast<std::size_t>(res);  // to_ring: promised ring space
-        r.state = round_state::tee;
-        next_round_ ^= 1;
-        submit_tee(index);
-    }
-
-    void submit_tee(std::size_t index) {
-        splice_round& r = rounds_[index];
-        auto* sqe = uring_.sqe();
-        io_uring_prep_tee(sqe, r.forward.read_end(), r.local.write_end(), static_cast<unsigned>(r.bytes), 0);
-        submit(sqe, op::tee, index);
-    }
-
-    void on_tee(int res, std::size_t index) {
-        splice_round& r = rounds_[index];
-        if (interrupted(res)) return submit_tee(index);
-        if (res < 0) return fail_sys(res, "tee the forward pipe");
-        // Both pipes of a round have the same slots and the local one is empty: all fits.
-        if (static_cast<std::size_t>(res) != r.bytes)
-            return fail(error{std::make_error_code(std::errc::io_error),
-                              "tee copied " + std::to_string(res) + " of " + std::to_string(r.bytes) + " bytes"});
-        r.to_child = r.bytes;
-        r.state = round_state::out_waiting;
-        maybe_start_out();
-    }
-
-    // The oldest round goes out once the round before it is completely out.
-    void maybe_start_out() {
-        splice_round& r = rounds_[out_round_];
-        if (r.state != round_state::out_waiting) return;
-        r.state = round_state::out;
-        submit_splice_out(out_round_);
-        submit_local_read(out_round_);
-    }
-
-    void submit_splice_out(std::size_t index) {
-        splice_round& r = rounds_[index];
-        auto* sqe = uring_.sqe();
-        io_uring_prep_splice(sqe, r.forward.read_end(), -1, children_[0].fd, -1, static_cast<unsigned>(r.to_child), SPLICE_F_MOVE);
-        submit(sqe, op::child_out, index);
-    }
-    void submit_local_read(std::size_t index) {
-        splice_round& r = rounds_[index];
-        auto* sqe = uring_.sqe();
-        const auto into = ring_.writable(r.to_ring);
-        io_uring_prep_read(sqe, r.local.read_end(), into.data(), static_cast<unsigned>(into.size()), ~0ull);
-        submit(sqe, op::local_read, index);
-    }
-
-    void on_splice_out(int res, std::size_t index) {
-        splice_round& r = rounds_[index];
-        if (interrupted(res)) return submit_splice_out(index);
-        if (res <= 0) return fail_sys(res == 0 ? -EPIPE : res, "send to the child");
-        r.to_child -= static_cast<std::size_t>(res);
-        if (r.to_child > 0) return submit_splice_out(index);
-        maybe_finish_round(index);
-    }
-
-    void on_local_read(int res, std::size_t index) {
-        splice_round& r = rounds_[index];
-        if (interrupted(res)) return submit_local_read(index);
-        if (res <= 0) return fail_sys(res == 0 ? -EPIPE : res, "read the local pipe");
+        if (res == 0) return on_parent_eof();
         ring_.commit(static_cast<std::size_t>(res));
-        r.to_ring -= static_cast<std::size_t>(res);
         parse();
-        if (r.to_ring > 0) return submit_local_read(index);
-        maybe_finish_round(index);
     }
 
-    void maybe_finish_round(std::size_t index) {
-        splice_round& r = rounds_[index];
-        if (r.to_child > 0 || r.to_ring > 0) return;
-        r.state = round_state::idle;
-        out_round_ ^= 1;
-        maybe_start_out();
+    void on_parent_eof() {
+        parent_eof_ = true;
+        if (!end_verified_)
+            fail(error{std::make_error_code(std::errc::connection_reset),
+                       "parent closed the data connection at offset " + std::to_string(next_offset_) + " before the end of the stream"});
     }
 
-    bool in_pipes() const noexcept { return !rounds_.empty(); }
+    // splice mode, driven from this thread with non-blocking splice, tee and read: io_uring
+    // only says when the parent has bytes or the child has room (one-shot polls), so no
+    // operation waits in an io-wq worker (four thread hand-offs per round before) and no pipe
+    // is ever held by a splice blocked on a socket.
+    //   in:   parent -> in pipe, only when the in pipe is empty, at most what the ring can take;
+    //   step: tee the in pipe -> forward pipe (appended behind what the child still has to
+    //         get), then read exactly the teed bytes from the in pipe into the ring;
+    //   out:  forward pipe -> child.
+    // A slow sink fills the ring, so nothing more is taken from the parent and TCP pushes
+    // back; a slow child fills the forward pipe, tee stops, the in pipe stays full: the same.
+    void pump_splice() {
+        for (bool moved = true; moved && !error_;) {
+            const bool out = splice_out();
+            const bool step = tee_and_read();
+            const bool in = splice_in();
+            moved = out || step || in;
+        }
+        if (error_) return;
+        if (parent_wants_poll_ && !parent_poll_inflight_) arm_poll(parent_fd_, POLLIN, op::parent_in, parent_poll_inflight_);
+        if (child_wants_poll_ && !child_poll_inflight_) arm_poll(children_[0].fd, POLLOUT, op::child_out, child_poll_inflight_);
+    }
+
+    void arm_poll(int fd, unsigned events, op kind, bool& inflight) {
+        auto* sqe = uring_.sqe();
+        io_uring_prep_poll_add(sqe, fd, events);
+        submit(sqe, kind);
+        inflight = true;
+    }
+
+    void on_poll(int res, bool& inflight, bool& wants) {
+        inflight = false;
+        if (res < 0 && !interrupted(res) && res != -ECANCELED) return fail_sys(res, "poll a data connection");
+        wants = false;  // ready (or interrupted): pump_splice() tries again and re-arms if need be
+    }
+
+    // True when bytes moved; EAGAIN: wait for the child's POLLOUT.
+    bool splice_out() {
+        if (forward_bytes_ == 0 || child_wants_poll_) return false;
+        const ssize_t n = ::splice(pipes_->forward.read_end(), nullptr, children_[0].fd, nullptr, forward_bytes_,
+                                   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (n > 0) {
+            forward_bytes_ -= static_cast<std::size_t>(n);
+            return true;
+        }
+        if (n < 0 && errno == EAGAIN) child_wants_poll_ = true;
+        else if (n == 0 || errno != EINTR) fail_sys(n == 0 ? -EPIPE : -errno, "send to the child");
+        return false;
+    }
+
+    bool tee_and_read() {
+        if (in_bytes_ == 0) return false;
+        const ssize_t teed = ::tee(pipes_->in.read_end(), pipes_->forward.write_end(), in_bytes_, SPLICE_F_NONBLOCK);
+        if (teed <= 0) {
+            if (teed == 0 || (errno != EAGAIN && errno != EINTR))
+                fail_sys(teed == 0 ? -EIO : -errno, "tee the received bytes to the child's pipe");
+            return false;  // EAGAIN: the forward pipe is full until the child takes more
+        }
+        forward_bytes_ += static_cast<std::size_t>(teed);
+        for (std::size_t left = static_cast<std::size_t>(teed); left > 0;) {
+            const auto into = ring_.writable(left);
+            const ssize_t n = ::read(pipes_->in.read_end(), into.data(), into.size());
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) {
+                fail_sys(n == 0 ? -EPIPE : -errno, "read the received bytes from the pipe");
+                return false;
+            }
+            ring_.commit(static_cast<std::size_t>(n));
+            left -= static_cast<std::size_t>(n);
+            in_bytes_ -= static_cast<std::size_t>(n);
+        }
+        parse();
+        return true;
+    }
+
+    bool splice_in() {
+        if (in_bytes_ > 0 || parent_wants_poll_ || parent_eof_ || end_verified_) return false;
+        // All that comes in must fit the ring when it is read; less than 64 KiB of room is
+        // not worth the syscalls: the sink frees more first.
+        const std::size_t cap = pipes_->in.capacity();
+        const std::size_t room = ring_.writable(cap).size();
+        if (room < std::min<std::size_t>(64 << 10, cap)) return false;
+        const ssize_t n = ::splice(parent_fd_, nullptr, pipes_->in.write_end(), nullptr, room, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (n > 0) {
+            in_bytes_ = static_cast<std::size_t>(n);
+            return true;
+        }
+        if (n == 0) on_parent_eof();
+        else if (errno == EAGAIN) parent_wants_poll_ = true;
+        else if (errno != EINTR) fail_sys(-errno, "receive from the parent");
+        return false;
+    }
+
 
     std::string place() const { return "stream 0 at offset " + std::to_string(next_offset_); }
 
@@ -733,10 +714,10 @@ private:
     void handle(const io_uring_cqe& cqe) {
         const std::size_t index = index_of(cqe);
         switch (kind_of(cqe)) {
-            case op::parent_in: return on_parent_in(cqe.res, index);
-            case op::tee: return on_tee(cqe.res, index);
-            case op::local_read: return on_local_read(cqe.res, index);
-            case op::child_out: return in_pipes() ? on_splice_out(cqe.res, index) : on_forward(cqe, index);
+            case op::parent_in:
+                return pipes_ ? on_poll(cqe.res, parent_poll_inflight_, parent_wants_poll_) : on_parent_in(cqe.res);
+            case op::child_out:
+                return pipes_ ? on_poll(cqe.res, child_poll_inflight_, child_wants_poll_) : on_forward(cqe, index);
             case op::sink_write: return on_sink_write(cqe.res);
             case op::ack_in: return on_ack_in(cqe.res, index);
             case op::ack_out: return on_ack_out(cqe.res);
@@ -745,12 +726,13 @@ private:
         }
     }
 
-    std::vector<splice_round> rounds_;  // splice mode with a child: two rounds, else none
+    std::optional<splice_pipes> pipes_;  // splice mode (one child) only
     int parent_fd_;
     local_sink sink_;
-    bool splice_in_inflight_ = false;
-    std::size_t next_round_ = 0;  // the round the next splice_in fills
-    std::size_t out_round_ = 0;   // the oldest round: the only one that goes out
+    std::size_t in_bytes_ = 0;       // splice mode: in the in pipe, not teed yet
+    std::size_t forward_bytes_ = 0;  // splice mode: in the forward pipe, not sent to the child yet
+    bool parent_wants_poll_ = false, parent_poll_inflight_ = false;
+    bool child_wants_poll_ = false, child_poll_inflight_ = false;
     bool receive_inflight_ = false;
     bool parent_eof_ = false;
 
@@ -799,20 +781,18 @@ result<relay_result> run_relay(int parent_fd, std::span<const int> child_fds, lo
     const std::size_t readers = 1 + (splicing ? 0 : child_fds.size());
     auto ring = ring_buffer::create(config.buffer_bytes, readers, config.buffer_bytes / 4);
     if (!ring) return std::move(ring).error();
-    std::vector<splice_round> rounds;
+    std::optional<splice_pipes> pipes;
     if (splicing) {
-        // Both pipes of a round get the same number of slots, so a tee of all of the forward
-        // pipe always fits into the (empty) local pipe.
         constexpr std::size_t pipe_bytes = 1u << 20;
-        for (int i = 0; i < 2; ++i) {
-            auto forward = net::pipe_pair::create(pipe_bytes);
-            if (!forward) return std::move(forward).error();
-            auto local = net::pipe_pair::create(forward->capacity());
-            if (!local) return std::move(local).error();
-            if (local->capacity() != forward->capacity())
-                return error{make_error_code(kaclone::errc::out_of_range), "pipes of unequal capacity"};
-            rounds.push_back({*std::move(forward), *std::move(local)});
-        }
+        auto in = net::pipe_pair::create(pipe_bytes);
+        if (!in) return std::move(in).error();
+        auto forward = net::pipe_pair::create(pipe_bytes);
+        if (!forward) return std::move(forward).error();
+        pipes = splice_pipes{*std::move(in), *std::move(forward)};
+        // tcp_splice_read takes its wait from the socket's O_NONBLOCK, not SPLICE_F_NONBLOCK;
+        // the io_uring ops on these sockets (acks) are not affected.
+        for (const int fd : {parent_fd, child_fds[0]})
+            if (::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK) != 0) return last_sys_error("make a data connection non-blocking");
     }
     if (sink.kind == sink_kind::sequential) {
         // A pipe sink (stdout into a pipeline, --exec) holds 64 KiB by default: writer and
@@ -821,7 +801,7 @@ result<relay_result> run_relay(int parent_fd, std::span<const int> child_fds, lo
         struct stat st{};
         if (::fstat(sink.fd, &st) == 0 && S_ISFIFO(st.st_mode)) (void)::fcntl(sink.fd, F_SETPIPE_SZ, 1 << 20);
     }
-    relay_node node{*std::move(uring), *std::move(ring), std::move(rounds), parent_fd, child_fds, sink, config, stats};
+    relay_node node{*std::move(uring), *std::move(ring), std::move(pipes), parent_fd, child_fds, sink, config, stats};
     return node.run();
 }
 
