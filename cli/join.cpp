@@ -1,6 +1,8 @@
 // `kaclone join`: a node's side of a session.
 #include <cstdio>
+#include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <kaclone/session.hpp>
@@ -42,10 +44,25 @@ int run_join(const CLI::App& command, const join_options& opts) {
         log_line(key.error().message());
         return exit_failed;
     }
-    auto sink = opts.exec.empty() ? opened_sink::open_path(opts.sink) : opened_sink::exec(opts.exec);
-    if (!sink) {
-        log_line(sink.error().message());
-        return exit_failed;
+    // A directory is a tree's target: image::extract_tree on a thread, fed by a pipe.
+    std::error_code dir_ec;
+    const bool tree = opts.exec.empty() && std::filesystem::is_directory(opts.sink, dir_ec);
+    std::optional<tree_sink> tree_target;
+    std::optional<opened_sink> sink;
+    if (tree) {
+        auto started = tree_sink::start(opts.sink, [](const std::string& line) { log_line(line); });
+        if (!started) {
+            log_line(started.error().message());
+            return exit_failed;
+        }
+        tree_target.emplace(*std::move(started));
+    } else {
+        auto opened = opts.exec.empty() ? opened_sink::open_path(opts.sink) : opened_sink::exec(opts.exec);
+        if (!opened) {
+            log_line(opened.error().message());
+            return exit_failed;
+        }
+        sink.emplace(*std::move(opened));
     }
     relay_stats stats;
     progress_line progress{"stored", 0};
@@ -54,7 +71,7 @@ int run_join(const CLI::App& command, const join_options& opts) {
     config.server = opts.server;
     config.retries = opts.retries;
     config.key = *key;
-    config.sink = sink->sink();
+    config.sink = tree_target ? tree_target->sink() : sink->sink();
     config.relay = opts.relay;
     config.on_tick = [&progress](const relay_stats& s) { progress.update(s.stored_bytes.load()); };
     config.log = [&progress](const std::string& line) {
@@ -64,7 +81,10 @@ int run_join(const CLI::App& command, const join_options& opts) {
     if (opts.json) config.on_event = [&opts](const session_event& e) { print_json_line(event_json(opts.session, e)); };
     auto report = join_session(config, stats);
     progress.clear();
-    auto finished = sink->finish();
+    image::extract_stats extracted;
+    auto finished = tree_target ? tree_target->finish(extracted) : sink->finish();
+    if (!finished && tree_target)
+        finished = error{finished.error().code, "extracting into " + opts.sink + ": " + finished.error().where};
     if (!report || !finished) {
         const std::string why = !report ? report.error().message() : finished.error().message();
         log_line(why);
@@ -82,8 +102,13 @@ int run_join(const CLI::App& command, const join_options& opts) {
         o.add("bytes", report->stream.bytes).add("digest", report->stream.digest.hex()).add("seconds", secs);
         o.add("mb_s", secs > 0 ? static_cast<double>(report->stream.bytes) / secs / 1e6 : 0.0);
         o.add("peak_rss_mib", static_cast<double>(peak_rss_bytes()) / (1 << 20));
+        if (tree_target) o.add("entries", extracted.entries).add("warnings", extracted.warnings);
         print_json_line(o);
     }
+    if (tree_target)
+        std::fprintf(stderr, "kaclone join: extracted %llu entries (%llu warnings) into %s\n",
+                     static_cast<unsigned long long>(extracted.entries), static_cast<unsigned long long>(extracted.warnings),
+                     opts.sink.c_str());
     std::fprintf(stderr, "kaclone join: stored %llu bytes in %.2f s (%.1f MB/s), digest %s, peak RSS %.1f MiB\n",
                  static_cast<unsigned long long>(report->stream.bytes), secs,
                  secs > 0 ? static_cast<double>(report->stream.bytes) / secs / 1e6 : 0, report->stream.digest.hex().c_str(),
@@ -103,10 +128,11 @@ subcommand add_join(CLI::App& app) {
         "Examples:\n"
         "  kaclone join --disk /dev/sda --yes                     become a clone of the golden node\n"
         "  kaclone join --sink image.raw --server 10.0.0.1        store a broadcast file\n"
+        "  kaclone join --sink /srv/copy --server 10.0.0.1        extract a tree (serve --source DIR)\n"
         "  kaclone join --exec 'tar x -C /data'                   pipe the stream into a command");
     cmd->add_option("--session", opts->session, "Session name to join")->capture_default_str();
     cmd->add_option("--server", opts->server, "Server HOST (asked directly) or HOST:PORT (its control port)");
-    cmd->add_option("--sink", opts->sink, "Store the stream in a file, block device or - (stdout)");
+    cmd->add_option("--sink", opts->sink, "Store the stream in a file, block device or - (stdout), or extract a tree into a directory");
     cmd->add_option("--exec", opts->exec, "Pipe the stream into this shell command's stdin");
     cmd->add_option("--disk", opts->disk, "Lay out this disk and install the golden node's system on it");
     cmd->add_flag("--yes", opts->yes, "Confirm that --disk may be overwritten");

@@ -1,8 +1,10 @@
 // `kaclone serve`: the golden node's side of a session.
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -125,6 +127,11 @@ int run_serve(const CLI::App& command, const serve_options& opts) {
     if (opts.source.empty() && opts.disk.empty()) return usage_error(command, "--source or --disk is required");
     if (const auto problem = relay_options_problem(opts.relay); !problem.empty()) return usage_error(command, problem);
     if (opts.min_nodes > opts.nodes) return usage_error(command, "--min must not exceed --nodes");
+    // A directory is a tree: image::write_tree on a thread, into a pipe the relay reads.
+    std::error_code dir_ec;
+    const bool tree = opts.disk.empty() && std::filesystem::is_directory(opts.source, dir_ec);
+    if (!opts.excludes.empty() && opts.disk.empty() && !tree)
+        return usage_error(command, "--exclude needs --disk or a directory --source");
     if (!opts.disk.empty()) return not_built_yet(command);
     std::vector<std::string> order;
     if (!opts.order_file.empty()) {
@@ -140,13 +147,27 @@ int run_serve(const CLI::App& command, const serve_options& opts) {
         log_line(key.error().message());
         return exit_failed;
     }
-    auto source = open_source(opts.source);
-    if (!source) {
-        log_line(source.error().message());
-        return exit_failed;
+    std::optional<tree_source> tree_stream;
+    opened_source source_file;
+    if (tree) {
+        auto started = tree_source::start(opts.source, {opts.excludes.begin(), opts.excludes.end()},
+                                          [](const std::string& line) { log_line(line); });
+        if (!started) {
+            log_line(started.error().message());
+            return exit_failed;
+        }
+        tree_stream.emplace(*std::move(started));
+        source_file.fd = tree_stream->fd();
+    } else {
+        auto opened = open_source(opts.source);
+        if (!opened) {
+            log_line(opened.error().message());
+            return exit_failed;
+        }
+        source_file = *std::move(opened);
     }
     relay_stats stats;
-    progress_line progress{"stored on every node:", source->bytes};
+    progress_line progress{"stored on every node:", source_file.bytes};
     serve_config config;
     config.session = opts.session;
     config.nodes = opts.nodes;
@@ -157,8 +178,8 @@ int run_serve(const CLI::App& command, const serve_options& opts) {
     config.arity = opts.arity;
     config.stagger = opts.stagger;
     config.key = *key;
-    config.source_fd = source->fd;
-    config.source_bytes = source->bytes;
+    config.source_fd = source_file.fd;
+    config.source_bytes = source_file.bytes;
     config.relay = opts.relay;
     if (const char* flip = std::getenv("KACLONE_FAULT_FLIP_BYTE")) config.relay.fault_flip_byte = std::strtoull(flip, nullptr, 10);
     if (const char* forge = std::getenv("KACLONE_FAULT_FORGE_BYTE")) config.relay.fault_forge_byte = std::strtoull(forge, nullptr, 10);
@@ -170,12 +191,25 @@ int run_serve(const CLI::App& command, const serve_options& opts) {
     if (opts.json) config.on_event = [&opts](const session_event& e) { print_json_line(event_json(opts.session, e)); };
     auto report = serve_session(config, stats);
     progress.clear();
+    // The tree's writer: what it sent, or why the stream it produced is not the whole tree.
+    bool tree_ok = true;
+    if (tree_stream) {
+        auto sent = tree_stream->finish();
+        if (!sent) {
+            log_line("sending " + opts.source + ": " + sent.error().message());
+            tree_ok = false;
+        } else {
+            log_line("sent " + std::to_string(sent->entries) + " entries (" + std::to_string(sent->warnings) + " warnings, " +
+                     std::to_string(sent->sockets_skipped) + " sockets skipped, " + std::to_string(sent->excluded_dirs) +
+                     " excluded directories, " + std::to_string(sent->mounts_not_crossed) + " mount points not crossed)");
+        }
+    }
     if (!report) {
         log_line(report.error().message());
         return exit_failed;
     }
-    if (opts.json) return print_json_report(opts.session, *report) ? exit_ok : exit_failed;
-    return print_report(*report) ? exit_ok : exit_failed;
+    const bool nodes_ok = opts.json ? print_json_report(opts.session, *report) : print_report(*report);
+    return nodes_ok && tree_ok ? exit_ok : exit_failed;
 }
 
 }  // namespace
@@ -191,14 +225,15 @@ subcommand add_serve(CLI::App& app) {
         "  kaclone serve --nodes 40 --disk sda --exclude /tmp     clone this machine\n"
         "  kaclone serve --nodes 8 --source image.raw             broadcast a file or device\n"
         "  tar c /data | kaclone serve --nodes 8 --source -       broadcast stdin\n"
+        "  kaclone serve --nodes 8 --source /srv --exclude cache  send a tree (join --sink DIR)\n"
         "  kaclone serve --nodes 40 --min 30 --wait 5m --source image.raw\n"
         "                      start after 5 minutes if 30 of 40 nodes are there (or on `kaclone go`)");
     cmd->add_option("--session", opts->session, "Session name; nodes join by this name")->capture_default_str();
     cmd->add_option("--nodes", opts->nodes, "Number of nodes to wait for before starting")->check(CLI::PositiveNumber);
-    cmd->add_option("--source", opts->source, "Send a file, block device or - (stdin)");
+    cmd->add_option("--source", opts->source, "Send a file, block device, - (stdin) or a directory tree (one filesystem)");
     cmd->add_option("--disk", opts->disk, "Clone this disk's partition layout and filesystems (e.g. sda)");
     cmd->add_option("--desc", opts->desc, "Partition description file (default: derived from --disk)");
-    cmd->add_option("--exclude", opts->excludes, "Do not send this directory's content (repeatable)");
+    cmd->add_option("--exclude", opts->excludes, "Do not send this directory's content, only the directory itself (repeatable; relative to a directory --source)");
     cmd->add_option("--port", opts->port, "Control port (default: chosen automatically)");
     cmd->add_option("--min", opts->min_nodes, "With --wait: start at the deadline if at least this many nodes joined")
         ->check(CLI::PositiveNumber);
@@ -217,9 +252,8 @@ subcommand add_serve(CLI::App& app) {
     add_key_option(*cmd, opts->key_file);
     add_relay_options(*cmd, opts->relay);
     cmd->get_option("--source")->excludes(cmd->get_option("--disk"));
-    // Only a disk clone has a layout and filesystems to describe or exclude from.
+    // Only a disk clone has a layout to describe; --exclude also works with a directory --source.
     cmd->get_option("--desc")->needs(cmd->get_option("--disk"));
-    cmd->get_option("--exclude")->needs(cmd->get_option("--disk"));
     cmd->get_option("--min")->needs(cmd->get_option("--wait"));
     return {cmd, [cmd, opts] { return run_serve(*cmd, *opts); }};
 }

@@ -25,7 +25,7 @@ result<opened_source> open_source(const std::string& path) {
     if (::fstat(fd->get(), &st) != 0) return last_sys_error("stat " + path);
     if (S_ISDIR(st.st_mode))
         return error{std::make_error_code(std::errc::is_a_directory),
-                     path + " (streaming a directory tree needs the image module, not built yet)"};
+                     path + " (a directory is streamed by tree_source, not opened)"};
     if (S_ISREG(st.st_mode)) s.bytes = static_cast<std::uint64_t>(st.st_size);
     if (S_ISBLK(st.st_mode) && ::ioctl(fd->get(), BLKGETSIZE64, &s.bytes) != 0) return last_sys_error("size of " + path);
     s.fd = fd->get();
@@ -85,6 +85,79 @@ result<void> opened_sink::finish() {
     const std::string how = WIFEXITED(status) ? "exited with status " + std::to_string(WEXITSTATUS(status))
                                               : "was killed by signal " + std::to_string(WTERMSIG(status));
     return error{std::make_error_code(std::errc::io_error), "--exec '" + command_ + "' " + how};
+}
+
+namespace {
+
+// A pipe with room for 1 MiB, so the writer thread and the relay do not wait on each other
+// for every 64 KiB (the default). The size is a wish: an unprivileged limit just keeps 64 KiB.
+result<std::pair<unique_fd, unique_fd>> make_pipe(const char* what) {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) return last_sys_error(std::string("pipe for ") + what);
+    unique_fd read_end{fds[0]}, write_end{fds[1]};
+    static_cast<void>(::fcntl(write_end.get(), F_SETPIPE_SZ, 1 << 20));
+    return std::pair{std::move(read_end), std::move(write_end)};
+}
+
+}  // namespace
+
+result<tree_source> tree_source::start(const std::filesystem::path& root, std::vector<std::filesystem::path> excludes,
+                                       image::log_fn log) {
+    auto ends = make_pipe("the tree");
+    if (!ends) return std::move(ends).error();
+    tree_source s;
+    s.state_ = std::make_unique<shared>();
+    s.state_->options.excludes = std::move(excludes);
+    s.state_->options.log = std::move(log);
+    s.read_ = std::move(ends->first);
+    // The thread owns the write end: closing it when write_tree returns is the end of stream.
+    s.thread_ = std::thread([state = s.state_.get(), root, write_end = std::move(ends->second)]() mutable {
+        state->outcome = image::write_tree(root, state->options, write_end.get(), state->stats);
+        write_end.reset();
+    });
+    return s;
+}
+
+tree_source::~tree_source() {
+    if (thread_.joinable()) static_cast<void>(finish());
+}
+
+result<image::write_stats> tree_source::finish() {
+    read_.reset();
+    if (thread_.joinable()) thread_.join();
+    if (!state_->outcome) return state_->outcome.error();
+    return state_->stats;
+}
+
+result<tree_sink> tree_sink::start(const std::filesystem::path& target, image::log_fn log) {
+    std::error_code ec;
+    if (!std::filesystem::is_directory(target, ec))
+        return error{image::make_error_code(image::errc::not_a_directory), target.string()};
+    auto ends = make_pipe("the tree");
+    if (!ends) return std::move(ends).error();
+    tree_sink s;
+    s.state_ = std::make_unique<shared>();
+    s.state_->options.log = std::move(log);
+    s.write_ = std::move(ends->second);
+    // extract_tree reads to the end of the pipe even after an error, so the relay never blocks
+    // on a sink that stopped reading.
+    s.thread_ = std::thread([state = s.state_.get(), target, read_end = std::move(ends->first)]() mutable {
+        state->outcome = image::extract_tree(read_end.get(), target, state->options, state->stats);
+        read_end.reset();
+    });
+    return s;
+}
+
+tree_sink::~tree_sink() {
+    image::extract_stats ignored;
+    if (thread_.joinable()) static_cast<void>(finish(ignored));
+}
+
+result<void> tree_sink::finish(image::extract_stats& stats) {
+    write_.reset();
+    if (thread_.joinable()) thread_.join();
+    stats = state_->stats;
+    return state_->outcome;
 }
 
 }  // namespace kaclone::cli

@@ -50,8 +50,8 @@ run_capture "$KACLONE" serve --nodes 2 --source /dev/null --relay-mode fast
 expect_eq "serve --relay-mode fast exit code" "$rc" 2
 
 run_capture "$KACLONE" serve --nodes 2 --source /dev/null --exclude /tmp
-expect_eq "serve --exclude without --disk exit code" "$rc" 2
-expect_eq "serve --exclude without --disk message" "$err" "kaclone serve: --exclude requires --disk
+expect_eq "serve --exclude with a file --source exit code" "$rc" 2
+expect_eq "serve --exclude with a file --source message" "$err" "kaclone serve: --exclude needs --disk or a directory --source
 Run 'kaclone serve --help' for usage."
 
 run_capture "$KACLONE" join --session x

@@ -5,14 +5,7 @@
 # small, missing mkfs) and --dry-run leave the disk byte-identical.
 set -euo pipefail
 
-# The mounts this test makes must not leak into the mount namespaces that other tests create
-# meanwhile (`ip netns exec` copies the host's mounts while / is private): a copy there would
-# keep a filesystem, and so the disk, busy after our umount. So the test runs in a private
-# mount namespace of its own (where it can make one).
-if [ -z "${KACLONE_DISK_NS:-}" ] && [ "$(id -u)" -eq 0 ] &&
-    unshare --mount --propagation private true 2>/dev/null; then
-    KACLONE_DISK_NS=1 exec unshare --mount --propagation private bash "$0" "$@"
-fi
+source "$(dirname "$0")/private_mounts.sh"
 source "$(dirname "$0")/lib.sh"
 
 require_root

@@ -8,12 +8,7 @@
 # reported, the other steps still run, the exit code is 1, and no mount is left behind.
 set -euo pipefail
 
-# Our mounts (layout's, and fixup's /dev, /proc, /sys, /run in the chroot) stay in a private
-# mount namespace, so none leaks into the namespaces that other tests make meanwhile.
-if [ -z "${KACLONE_DISK_NS:-}" ] && [ "$(id -u)" -eq 0 ] &&
-    unshare --mount --propagation private true 2>/dev/null; then
-    KACLONE_DISK_NS=1 exec unshare --mount --propagation private bash "$0" "$@"
-fi
+source "$(dirname "$0")/private_mounts.sh"
 source "$(dirname "$0")/lib.sh"
 
 require_root
