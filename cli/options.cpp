@@ -49,7 +49,8 @@ result<std::optional<auth::session_key>> load_key_option(const std::string& path
 CLI::Option* add_key_option(CLI::App& app, std::string& path) {
     return app.add_option("--key", path,
                           "Pre-shared secret file (mode 600, >= 16 bytes, e.g. head -c 32 /dev/urandom): every connection "
-                          "proves it and every frame is tagged; without it the session runs open");
+                          "proves it and every frame is tagged; without it the session runs open")
+        ->option_text("FILE");
 }
 
 }  // namespace kaclone::cli

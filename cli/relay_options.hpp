@@ -1,6 +1,7 @@
 // Options that serve and join share: the relay's buffer and forwarding mode.
 #pragma once
 
+#include <cctype>
 #include <cstdlib>
 #include <map>
 #include <string>
@@ -27,8 +28,17 @@ inline void add_relay_options(CLI::App& cmd, relay_config& relay) {
     cmd.add_option("--relay-mode", relay.mode,
                    "How relays forward: splice (pipes, no copy) or zerocopy (ring buffer + SEND_ZC); "
                    "set on serve, applies to every node")
-        ->transform(CLI::CheckedTransformer(modes, CLI::ignore_case))
-        ->default_str("splice");
+        ->transform(
+            [](std::string value) {
+                std::string lower = value;
+                for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+                const auto found = modes.find(lower);
+                if (found == modes.end()) throw CLI::ValidationError("'" + value + "' is not a relay mode (splice or zerocopy)");
+                return std::to_string(static_cast<int>(found->second));
+            },
+            "splice|zerocopy")
+        ->default_str("splice")
+        ->option_text("splice|zerocopy (default: splice)");
 }
 
 // The reason the relay options cannot work, or "" when they can.

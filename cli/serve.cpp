@@ -218,8 +218,8 @@ subcommand add_serve(CLI::App& app) {
     auto opts = std::make_shared<serve_options>();
     auto* cmd = app.add_subcommand("serve", "Stream this machine (or a file, device or tree) to the nodes of a session");
     cmd->footer(
-        "Waits until --nodes nodes have joined, arranges them in a chain of TCP connections and\n"
-        "streams down the chain; every node stores the stream and forwards it. Prints one row per\n"
+        "Waits until --nodes nodes have joined, arranges them in a chain (or with --arity a tree)\n"
+        "of TCP connections and streams down it; every node stores the stream and forwards it. Prints one row per\n"
         "node at the end and exits 0 only when every node stored exactly the source's bytes.\n\n"
         "Examples:\n"
         "  kaclone serve --nodes 40 --disk sda --exclude /tmp     clone this machine\n"

@@ -48,6 +48,8 @@ Run 'kaclone serve --help' for usage."
 
 run_capture "$KACLONE" serve --nodes 2 --source /dev/null --relay-mode fast
 expect_eq "serve --relay-mode fast exit code" "$rc" 2
+expect_eq "serve --relay-mode fast message" "$err" "kaclone serve: --relay-mode: 'fast' is not a relay mode (splice or zerocopy)
+Run 'kaclone serve --help' for usage."
 
 run_capture "$KACLONE" serve --nodes 2 --source /dev/null --exclude /tmp
 expect_eq "serve --exclude with a file --source exit code" "$rc" 2

@@ -20,8 +20,8 @@ namespace kaclone {
 // How a relay forwards to its child. Both keep payload out of user-space copies on the forward
 // path; which is faster depends on the NIC and kernel: bench/RESULTS.md has the figures.
 enum class relay_mode : std::uint8_t {
-    splice = 0,    // socket -> pipe (splice), tee to a second pipe for the local copy,
-                   // pipe -> child socket (splice): pages move, no copy
+    splice = 0,    // socket -> pipe (splice), tee into a second pipe -> child socket (splice):
+                   // pages move, no copy; the first pipe is read for the local copy
     zerocopy = 1,  // socket -> ring buffer (the local copy), ring -> child with SEND_ZC
 };
 
