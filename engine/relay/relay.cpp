@@ -756,6 +756,17 @@ private:
 
 constexpr unsigned ring_entries = 64;
 
+// Every data connection is used non-blocking, whatever the caller left set: splice mode calls
+// splice itself (tcp_splice_read takes its wait from the socket's O_NONBLOCK, not from
+// SPLICE_F_NONBLOCK), and io_uring's recv and send arm a poll either way.
+result<void> set_nonblocking(std::span<const int> fds) {
+    for (const int fd : fds) {
+        const int flags = ::fcntl(fd, F_GETFL);
+        if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) return last_sys_error("make a data connection non-blocking");
+    }
+    return {};
+}
+
 }  // namespace
 
 result<relay_result> run_source(int source_fd, std::span<const int> child_fds, const relay_config& config,
@@ -767,6 +778,7 @@ result<relay_result> run_source(int source_fd, std::span<const int> child_fds, c
     if (!ring) return std::move(ring).error();
     if (ring->capacity() < 2 * frame_bytes)
         return error{make_error_code(kaclone::errc::out_of_range), "--buffer must hold two frames"};
+    if (auto ok = set_nonblocking(child_fds); !ok) return std::move(ok).error();
     source_node node{*std::move(uring), *std::move(ring), source_fd, child_fds, config, stats};
     return node.run();
 }
@@ -789,10 +801,6 @@ result<relay_result> run_relay(int parent_fd, std::span<const int> child_fds, lo
         auto forward = net::pipe_pair::create(pipe_bytes);
         if (!forward) return std::move(forward).error();
         pipes = splice_pipes{*std::move(in), *std::move(forward)};
-        // tcp_splice_read takes its wait from the socket's O_NONBLOCK, not SPLICE_F_NONBLOCK;
-        // the io_uring ops on these sockets (acks) are not affected.
-        for (const int fd : {parent_fd, child_fds[0]})
-            if (::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK) != 0) return last_sys_error("make a data connection non-blocking");
     }
     if (sink.kind == sink_kind::sequential) {
         // A pipe sink (stdout into a pipeline, --exec) holds 64 KiB by default: writer and
@@ -801,6 +809,8 @@ result<relay_result> run_relay(int parent_fd, std::span<const int> child_fds, lo
         struct stat st{};
         if (::fstat(sink.fd, &st) == 0 && S_ISFIFO(st.st_mode)) (void)::fcntl(sink.fd, F_SETPIPE_SZ, 1 << 20);
     }
+    if (auto ok = set_nonblocking(child_fds); !ok) return std::move(ok).error();
+    if (auto ok = set_nonblocking(std::span(&parent_fd, 1)); !ok) return std::move(ok).error();
     relay_node node{*std::move(uring), *std::move(ring), std::move(pipes), parent_fd, child_fds, sink, config, stats};
     return node.run();
 }

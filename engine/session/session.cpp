@@ -17,7 +17,6 @@
 #include <optional>
 #include <thread>
 
-#include <fcntl.h>
 #include <ifaddrs.h>
 #include <net/if.h>
 #include <unistd.h>
@@ -182,8 +181,12 @@ struct data_plane {
     std::optional<result<relay_result>> outcome;
 };
 
-// The data plane uses blocking semantics through io_uring; Asio may have set O_NONBLOCK.
-void make_blocking(int fd) { ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK); }
+// The data connections' fds, borrowed by the data plane (which sets their file flags).
+std::vector<int> fds_of(std::vector<tcp::socket>& sockets) {
+    std::vector<int> fds;
+    for (auto& s : sockets) fds.push_back(s.native_handle());
+    return fds;
+}
 
 std::string host_name() {
     std::array<char, 256> name{};
@@ -574,11 +577,7 @@ asio::awaitable<result<serve_report>> serve(asio::io_context& io, tcp::acceptor&
         firsts.push_back({static_cast<std::uint32_t>(child), nodes[child - 1].address});
     auto children = co_await accept_children(data, config.session, config.key, firsts, config.log);
     if (!children) co_return std::move(children).error();
-    std::vector<int> child_fds;
-    for (auto& c : *children) {
-        make_blocking(c.native_handle());
-        child_fds.push_back(c.native_handle());
-    }
+    const std::vector<int> child_fds = fds_of(*children);
     if (config.log)
         config.log((config.arity <= 1 ? "chain of " : std::to_string(config.arity) + "-ary tree of ") + std::to_string(nodes.size()) +
                    " nodes connected, streaming");
@@ -797,14 +796,9 @@ asio::awaitable<result<join_report>> join(asio::io_context& io, const join_confi
 
     auto children = co_await accept_children(data, config.session, config.key, assignment.children, config.log);
     if (!children) co_return std::move(children).error();
-    std::vector<int> child_fds;
-    for (auto& c : *children) {
-        make_blocking(c.native_handle());
-        child_fds.push_back(c.native_handle());
-    }
+    const std::vector<int> child_fds = fds_of(*children);
     auto parent = co_await connect_parent(io, assignment, config.session, config.key);
     if (!parent) co_return std::move(parent).error();
-    make_blocking(parent->native_handle());
 
     relay_config relay = config.relay;
     relay.mode = static_cast<relay_mode>(assignment.relay_mode);
