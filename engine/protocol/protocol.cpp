@@ -103,10 +103,6 @@ private:
 
 error protocol_error(errc e, std::string_view where) { return error{make_error_code(e), std::string(where)}; }
 
-enum class message_type : std::uint16_t {
-    hello = 1, refuse, assign, progress, done, release, data_hello, data_accept, go, go_answer, challenge, proof,
-};
-
 void encode_body(byte_writer& w, const hello& m) {
     w.put_string(m.session);
     w.put_string(m.node_name);
