@@ -28,6 +28,11 @@
 #   check_stored I BYTES         node I's last stderr line is the success line for BYTES:
 #                                sets ${stored_digest[I]} and ${peak_rss[I]} (MiB)
 #   check_no_process I...        nothing runs any more in nodes I...
+#   wait_lines FILE ERE [N]      until FILE has N (default 1) lines matching ERE (bounded: 20 s;
+#                                fails with FILE shown)
+#   json_field LINE KEY          the value of KEY in one JSON line (strings without quotes)
+#   data_port I                  the TCP port node I's kaclone listens on for its children
+#                                (waits for it, bounded)
 
 cluster="$KACLONE_SRC/scripts/netns-cluster"
 prefix="kr$$"
@@ -192,4 +197,28 @@ check_no_process() {
         [ -z "$pids" ] || fail "processes still run in node $i after its kaclone exited:
 $(ps -o pid=,args= -p "$pids" 2>/dev/null)"
     done
+}
+
+wait_lines() {
+    local file=$1 re=$2 want=${3:-1} t
+    for ((t = 0; t < 400; t++)); do
+        [ "$(grep -cE -- "$re" "$file" 2>/dev/null || true)" -ge "$want" ] && return 0
+        sleep 0.05
+    done
+    fail "fewer than $want lines matching '$re' in $file after 20 s:
+$(cat "$file" 2>/dev/null)"
+}
+
+json_field() {
+    sed -nE "s/.*\"$2\":(\"([^\"]*)\"|([^,}]*)).*/\2\3/p" <<<"$1"
+}
+
+data_port() {
+    local port="" t
+    for ((t = 0; t < 400; t++)); do
+        port=$(ip netns exec "${prefix}$1" ss -Hltn | awk '{ sub(".*:", "", $4); print $4 }' | head -n 1)
+        [ -n "$port" ] && { echo "$port"; return 0; }
+        sleep 0.05
+    done
+    fail "node $1 does not listen for its children after 20 s"
 }

@@ -23,16 +23,6 @@ head -c 32 /dev/urandom >"$work/wrong"
 chmod 600 "$work/key" "$work/wrong"
 cp "$work/key" "$work/loose" && chmod 644 "$work/loose"
 
-# wait_line FILE TEXT: until FILE has a line containing TEXT (bounded: 20 s).
-wait_line() {
-    local t
-    for ((t = 0; t < 400; t++)); do
-        grep -qF -- "$2" "$1" 2>/dev/null && return 0
-        sleep 0.05
-    done
-    fail "no line with '$2' in $1 after 20 s:
-$(cat "$1")"
-}
 
 # ---- 1. a loose key file
 run_capture "$KACLONE" serve --session a --nodes 1 --key "$work/loose" --source "$data/source"
@@ -43,7 +33,7 @@ expect_eq "serve with a key file of mode 644: message" "$err" \
 # ---- 2. wrong key, no key, and three good nodes
 new_run keyed
 start_serve 60 --session keyed --nodes 3 --key "$work/key" --source "$data/source"
-wait_line "$run/serve.err" "waiting for 3 nodes"
+wait_lines "$run/serve.err" "waiting for 3 nodes"
 start_join 4 30 --session keyed --server "$(node_ip 0)" --key "$work/wrong" --sink "$data/k4"
 wait_rc "${join_pid[4]}"
 expect_rc "node 4 (wrong key)" "$rc" 1 "$run/join4.err"
@@ -87,28 +77,19 @@ wait_rc "$serve_pid"
 new_run forged
 start_serve 60 --session forged --nodes 3 --key "$work/key" --json --source "$data/source"
 for i in 1 2; do start_join "$i" 60 --session forged --server "$(node_ip 0)" --key "$work/key" --sink "$data/f$i"; done
-for ((t = 0; t < 400; t++)); do
-    [ "$(grep -c '"event":"joined"' "$run/serve.out" || true)" -ge 2 ] && break
-    sleep 0.05
-done
+wait_lines "$run/serve.out" '"event":"joined"' 2
 node2=$(kaclone_pid "${join_pid[2]}")
 [ -n "$node2" ] || fail "node 2's kaclone is not running"
 kill -STOP "$node2"
 on_exit "kill -CONT $node2 2>/dev/null || true"
 start_join 3 60 --session forged --server "$(node_ip 0)" --key "$work/key" --sink "$data/f3"
-port=""
-for ((t = 0; t < 400; t++)); do
-    port=$(ip netns exec "${prefix}1" ss -Hltn | awk '{ sub(".*:", "", $4); print $4 }' | head -n 1)
-    [ -n "$port" ] && break
-    sleep 0.05
-done
-[ -n "$port" ] || fail "node 1 does not listen for its child"
+port=$(data_port 1)
 # data_hello {session "forged", node 2, resume 0}, then a proof of zeros (message types 7, 12).
 hello_body='\x06\x00forged\x02\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00'
 proof_body=$(printf '\\x00%.0s' $(seq 48))
 printf "KCC1\\x01\\x00\\x07\\x00\\x14\\x00\\x00\\x00$hello_body"'KCC1\x01\x00\x0c\x00\x30\x00\x00\x00'"$proof_body" |
     ip netns exec "${prefix}2" timeout 10 socat -t 5 - "TCP:$(node_ip 1):$port" >"$run/forged.out" 2>"$run/forged.err" || true
-wait_line "$run/join1.err" "refused data connection from $(node_ip 2):"
+wait_lines "$run/join1.err" "refused data connection from $(node_ip 2):"
 grep -qE "^kaclone join: refused data connection from $(node_ip 2):[0-9]+: wrong key \(authentication failed\)$" "$run/join1.err" ||
     fail "node 1's log line for the forged connection:
 $(cat "$run/join1.err")"

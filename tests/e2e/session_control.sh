@@ -22,21 +22,7 @@ random_file "$data/other" 3M
 source_sha=$(sha "$data/source")
 other_sha=$(sha "$data/other")
 
-# wait_events FILE EVENT COUNT: until FILE has COUNT JSON lines of EVENT (bounded: 20 s).
-wait_events() {
-    local file=$1 event=$2 count=$3 t
-    for ((t = 0; t < 400; t++)); do
-        [ "$(grep -c "\"event\":\"$event\"" "$file" 2>/dev/null || true)" -ge "$count" ] && return 0
-        sleep 0.05
-    done
-    fail "no $count '$event' events in $file after 20 s:
-$(cat "$file")"
-}
 
-# json_field LINE KEY: the value of KEY in one JSON line (strings without quotes).
-json_field() {
-    sed -nE "s/.*\"$2\":(\"([^\"]*)\"|([^,}]*)).*/\2\3/p" <<<"$1"
-}
 
 # ---- 1. --min/--wait, and a late node
 new_run minwait
@@ -46,7 +32,7 @@ exec 3>"$data/fifo"  # serve opened its source; the stream flows only when we wr
 on_exit "exec 3>&-"
 # (the nodes must not hold the fifo open: only our fd 3 writes to it)
 for i in 1 2 3; do start_join "$i" 60 --session mw --server "$(node_ip 0)" --sink "$data/mw$i" 3>&-; done
-wait_events "$run/serve.out" started 1
+wait_lines "$run/serve.out" "\"event\":\"started\"" 1
 started=$(grep '"event":"started"' "$run/serve.out")
 expect_eq "nodes the session started with" "$(json_field "$started" count)" 3
 expect_eq "why it started" "$(json_field "$started" message)" "the --wait deadline passed with 3 of 5 nodes (--min 3)"
@@ -73,7 +59,7 @@ $(cat "$run/serve.out")"
 new_run go
 start_serve 60 --session go1 --nodes 4 --json --source "$data/source"
 for i in 1 2; do start_join "$i" 60 --session go1 --server "$(node_ip 0)" --sink "$data/go$i"; done
-wait_events "$run/serve.out" joined 2
+wait_lines "$run/serve.out" "\"event\":\"joined\"" 2
 run_capture ip netns exec "${prefix}5" "$KACLONE" go --session nosuch --server "$(node_ip 0)" --retries 1
 expect_eq "go for a session nobody serves: exit code" "$rc" 1
 expect_eq "go for a session nobody serves: message" "$err" \
@@ -121,10 +107,8 @@ alpha=$!
 ip netns exec "${prefix}0" timeout -k 5 60 "$KACLONE" serve --session beta --nodes 2 --source "$data/other" \
     >"$run/beta.out" 2>"$run/beta.err" &
 beta=$!
-for ((t = 0; t < 400; t++)); do
-    grep -q "waiting for 2 nodes" "$run/alpha.err" && grep -q "waiting for 2 nodes" "$run/beta.err" && break
-    sleep 0.05
-done
+wait_lines "$run/alpha.err" "waiting for 2 nodes"
+wait_lines "$run/beta.err" "waiting for 2 nodes"
 run_capture ip netns exec "${prefix}0" "$KACLONE" serve --session alpha --nodes 2 --source "$data/source"
 expect_eq "a second server of session alpha: exit code" "$rc" 1
 expect_eq "a second server of session alpha: message" "$err" \

@@ -19,20 +19,11 @@ source_sha=$(sha "$data/source")
 server=$(node_ip 0)
 hostile=$(node_ip 5)
 
-wait_line() { # FILE REGEX: until a line of FILE matches (bounded: 20 s)
-    local t
-    for ((t = 0; t < 400; t++)); do
-        grep -qE -- "$2" "$1" 2>/dev/null && return 0
-        sleep 0.05
-    done
-    fail "no line matching '$2' in $1 after 20 s:
-$(cat "$1")"
-}
 in_hostile() { ip netns exec "${prefix}5" "$@"; }
 
 new_run hostile
 start_serve 90 --session hostile --nodes 3 --source "$data/source"
-wait_line "$run/serve.err" "waiting for 3 nodes \(control port [0-9]+\)"
+wait_lines "$run/serve.err" "waiting for 3 nodes \(control port [0-9]+\)"
 port=$(sed -nE 's/.*waiting for 3 nodes \(control port ([0-9]+)\)$/\1/p' "$run/serve.err")
 
 printf 'GET / HTTP/1.0\r\n\r\n' | in_hostile timeout 10 socat -t 2 - "TCP:$server:$port" >/dev/null 2>&1 || true
@@ -41,19 +32,13 @@ printf 'not a question' | in_hostile timeout 10 socat -u - "UDP-SENDTO:$server:7
 in_hostile timeout 60 bash -c "sleep 50 | socat - TCP:$server:$port" >/dev/null 2>&1 &
 silent=$!
 on_exit "kill $silent 2>/dev/null || true"
-wait_line "$run/serve.err" "ignored a discovery datagram from $hostile:"
+wait_lines "$run/serve.err" "ignored a discovery datagram from $hostile:"
 
 for i in 1 2; do start_join "$i" 60 --session hostile --server "$server" --sink "$data/h$i"; done
-wait_line "$run/serve.err" "joined, 2 of 3"
-node1_port=""
-for ((t = 0; t < 400; t++)); do
-    node1_port=$(ip netns exec "${prefix}1" ss -Hltn | awk '{ sub(".*:", "", $4); print $4 }' | head -n 1)
-    [ -n "$node1_port" ] && break
-    sleep 0.05
-done
-[ -n "$node1_port" ] || fail "node 1 does not listen on a data port"
+wait_lines "$run/serve.err" "joined, 2 of 3"
+node1_port=$(data_port 1)
 printf 'garbage garbage garbage garbage garbage\n' | in_hostile timeout 10 socat -t 1 - "TCP:$(node_ip 1):$node1_port" >/dev/null 2>&1 || true
-wait_line "$run/serve.err" "refused $hostile:[0-9]+: timed out$"
+wait_lines "$run/serve.err" "refused $hostile:[0-9]+: timed out$"
 start_join 3 60 --session hostile --server "$server" --sink "$data/h3"
 wait_session 3
 kill "$silent" 2>/dev/null || true

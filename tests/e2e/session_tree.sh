@@ -14,8 +14,6 @@ cluster_up 13
 random_file "$data/source" 32M
 source_sha=$(sha "$data/source")
 
-json_field() { sed -nE "s/.*\"$2\":(\"([^\"]*)\"|([^,}]*)).*/\2\3/p" <<<"$1"; }
-
 tree() {
     local n=$1 k=$2 i line want got
     new_run "tree$n-$k"
