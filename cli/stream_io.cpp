@@ -11,6 +11,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <kaclone/child_process.hpp>
+
 namespace kaclone::cli {
 
 result<opened_source> open_source(const std::string& path) {
@@ -78,13 +80,10 @@ opened_sink::~opened_sink() {
 result<void> opened_sink::finish() {
     owned_.reset();  // end of stream for a command
     if (child_ <= 0) return {};
-    int status = 0;
-    while (::waitpid(child_, &status, 0) < 0 && errno == EINTR) {}
+    const std::string how = exit_problem(reap_child(child_));
     child_ = -1;
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return {};
-    const std::string how = WIFEXITED(status) ? "exited with status " + std::to_string(WEXITSTATUS(status))
-                                              : "was killed by signal " + std::to_string(WTERMSIG(status));
-    return error{std::make_error_code(std::errc::io_error), "--exec '" + command_ + "' " + how};
+    if (how.empty()) return {};
+    return error{std::make_error_code(std::errc::io_error), "--exec '" + command_ + "' ended with " + how};
 }
 
 namespace {

@@ -26,6 +26,7 @@
 #include <blkid/blkid.h>
 #include <libfdisk/libfdisk.h>
 
+#include <kaclone/child_process.hpp>
 #include <kaclone/desc_derive.hpp>
 #include <kaclone/unique_fd.hpp>
 
@@ -217,31 +218,20 @@ result<void> run_in_chroot(const std::string& step, const command& c, const std:
     }
     if (null_fd >= 0) ::close(null_fd);
     write_end.reset();
-    std::string output, pending;
-    std::array<char, 4096> buf{};
-    while (true) {
-        const ssize_t n = ::read(read_end.get(), buf.data(), buf.size());
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) break;
-        output.append(buf.data(), static_cast<std::size_t>(n));
-        if (!c.log_output) continue;
-        pending.append(buf.data(), static_cast<std::size_t>(n));
+    std::string pending;  // output not yet logged: the start of a line
+    const std::string output = read_all(read_end.get(), [&](std::string_view chunk) {
+        if (!c.log_output) return;
+        pending += chunk;
         for (std::size_t nl; (nl = pending.find('\n')) != std::string::npos; pending.erase(0, nl + 1))
             say(options, step + ": " + c.label + ": " + pending.substr(0, nl));
-    }
+    });
     if (c.log_output && !pending.empty()) say(options, step + ": " + c.label + ": " + pending);
-    int status = 0;
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return {};
-    std::string how = WIFEXITED(status) ? "exit status " + std::to_string(WEXITSTATUS(status))
-                                        : "signal " + std::to_string(WTERMSIG(status));
-    while (!output.empty() && output.back() == '\n') output.pop_back();
-    const std::size_t tail = output.size() > 600 ? output.size() - 600 : 0;
+    const std::string how = exit_problem(reap_child(pid));
+    if (how.empty()) return {};
     std::string cmd;
     for (const auto& a : c.argv) cmd += (cmd.empty() ? "" : " ") + a;
-    return fail(errc::command_failed,
-                cmd + " (" + how + (output.empty() || c.log_output ? "" : "; " + output.substr(tail)) + ")");
+    const std::string tail = c.log_output ? "" : output_tail(output);  // logged lines were shown already
+    return fail(errc::command_failed, cmd + " (" + how + (tail.empty() ? "" : "; " + tail) + ")");
 }
 
 struct fdisk_context_free {

@@ -28,6 +28,7 @@
 #include <libfdisk/libfdisk.h>
 #include <libmount/libmount.h>
 
+#include <kaclone/child_process.hpp>
 #include <kaclone/desc_derive.hpp>
 #include <kaclone/error_category.hpp>
 #include <kaclone/unique_fd.hpp>
@@ -517,26 +518,13 @@ result<std::string> run(const std::string& program, const std::vector<std::strin
     posix_spawn_file_actions_destroy(&actions);
     write_end.reset();
     if (rc != 0) return sys_error(rc, "run " + program);
-    std::string output;
-    std::array<char, 4096> buf{};
-    while (true) {
-        const ssize_t n = ::read(read_end.get(), buf.data(), buf.size());
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) break;
-        output.append(buf.data(), static_cast<std::size_t>(n));
-    }
-    int status = 0;
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return output;
-    std::string how = WIFEXITED(status) ? "exit status " + std::to_string(WEXITSTATUS(status))
-                                        : "signal " + std::to_string(WTERMSIG(status));
+    std::string output = read_all(read_end.get());
+    const std::string how = exit_problem(reap_child(pid));
+    if (how.empty()) return output;
     std::string cmd;
     for (const auto& a : argv) cmd += (cmd.empty() ? "" : " ") + a;
-    while (!output.empty() && output.back() == '\n') output.pop_back();
-    const std::size_t tail = output.size() > 600 ? output.size() - 600 : 0;
-    return fail(errc::mkfs_failed,
-                cmd + " (" + how + (output.empty() ? "" : "; " + output.substr(tail)) + ")");
+    const std::string tail = output_tail(std::move(output));
+    return fail(errc::mkfs_failed, cmd + " (" + how + (tail.empty() ? "" : "; " + tail) + ")");
 }
 
 struct mnt_context_free {
