@@ -42,6 +42,16 @@ struct serve_options {
 
 void log_line(const std::string& line) { std::fprintf(stderr, "kaclone serve: %s\n", line.c_str()); }
 
+// Whether node `n` stored exactly the source's bytes, and if not, why (for both outputs).
+bool stored_all(const node_report& n, const serve_report& report) {
+    return n.reported && n.done.ok && n.done.digest == report.source.digest && n.done.stored_bytes == report.source.bytes;
+}
+std::string why_failed(const node_report& n) {
+    if (!n.reported) return "lost its control connection before reporting";
+    if (!n.done.ok) return n.done.message;
+    return "stored " + std::to_string(n.done.stored_bytes) + " bytes with digest " + n.done.digest.hex();
+}
+
 // The table of every node and the summary line, on stdout. True when every node stored
 // exactly the source's bytes.
 bool print_report(const serve_report& report) {
@@ -49,19 +59,14 @@ bool print_report(const serve_report& report) {
     unsigned good = 0;
     std::string failures;
     for (const node_report& n : report.nodes) {
-        const bool digest_ok = n.reported && n.done.ok && n.done.digest == report.source.digest &&
-                               n.done.stored_bytes == report.source.bytes;
+        const bool digest_ok = stored_all(n, report);
         const double rate = n.done.seconds > 0 ? static_cast<double>(n.done.stored_bytes) / n.done.seconds / 1e6 : 0;
         std::printf("%-16s %-15s %-15s %12llu %9.1f %-8s %s\n", n.name.substr(0, 16).c_str(), n.address.c_str(),
                     n.parent_address.c_str(), static_cast<unsigned long long>(n.done.stored_bytes), rate,
                     digest_ok ? "match" : "MISMATCH", digest_ok ? "ok" : "failed");
         if (digest_ok) ++good;
         else
-            failures += "  node " + std::to_string(n.node) + " (" + n.address + "): " +
-                        (!n.reported ? std::string("lost its control connection before reporting")
-                         : !n.done.ok ? n.done.message
-                                      : "stored " + std::to_string(n.done.stored_bytes) + " bytes with digest " + n.done.digest.hex()) +
-                        "\n";
+            failures += "  node " + std::to_string(n.node) + " (" + n.address + "): " + why_failed(n) + "\n";
     }
     const double wall = seconds(report.wall);
     std::printf("kaclone serve: %u of %zu nodes stored %llu bytes (digest %s) in %.2f s, %.1f MB/s; "
@@ -79,17 +84,13 @@ bool print_json_report(const std::string& session, const serve_report& report) {
     std::string failed = "[";
     unsigned good = 0;
     for (const node_report& n : report.nodes) {
-        const bool ok = n.reported && n.done.ok && n.done.digest == report.source.digest &&
-                        n.done.stored_bytes == report.source.bytes;
-        if (ok) {
+        if (stored_all(n, report)) {
             ++good;
             continue;
         }
         json_object f;
         f.add("node", std::uint64_t{n.node}).add("address", n.address).add("bytes", n.done.stored_bytes);
-        f.add("message", !n.reported ? std::string("lost its control connection before reporting")
-                         : !n.done.ok ? n.done.message
-                                      : "stored " + std::to_string(n.done.stored_bytes) + " bytes with digest " + n.done.digest.hex());
+        f.add("message", why_failed(n));
         failed += (failed.size() > 1 ? "," : "") + f.str();
     }
     failed += "]";
@@ -219,8 +220,9 @@ subcommand add_serve(CLI::App& app) {
     auto* cmd = app.add_subcommand("serve", "Stream this machine (or a file, device or tree) to the nodes of a session");
     cmd->footer(
         "Waits until --nodes nodes have joined, arranges them in a chain (or with --arity a tree)\n"
-        "of TCP connections and streams down it; every node stores the stream and forwards it. Prints one row per\n"
-        "node at the end and exits 0 only when every node stored exactly the source's bytes.\n\n"
+        "of TCP connections and streams down it; every node stores the stream and forwards it.\n"
+        "Prints one row per node at the end and exits 0 only when every node stored exactly the\n"
+        "source's bytes.\n\n"
         "Examples:\n"
         "  kaclone serve --nodes 40 --disk sda --exclude /tmp     clone this machine\n"
         "  kaclone serve --nodes 8 --source image.raw             broadcast a file or device\n"
