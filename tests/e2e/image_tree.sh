@@ -11,6 +11,7 @@ source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/cluster_lib.sh"
 require_netns
 command -v python3 >/dev/null || skip "needs python3 (tree listing with xattrs)"
+command -v setcap >/dev/null || skip "needs setcap (libcap2-bin) for the security.capability case"
 
 n=3
 data_dir $((64 << 20))
@@ -27,7 +28,7 @@ ln -s /nonexistent/target "$src/etc/dangling"
 mkfifo -m 0620 "$src/var/fifo"
 mknod -m 0640 "$src/var/null-ish" c 1 3
 cp /bin/true "$src/usr/bin/suid" && chmod 4755 "$src/usr/bin/suid"
-cp /bin/true "$src/usr/bin/ping" && setcap cap_net_raw+ep "$src/usr/bin/ping" 2>/dev/null || true
+cp /bin/true "$src/usr/bin/ping" && setcap cap_net_raw+ep "$src/usr/bin/ping"  # must hold, or nothing checks it
 chmod 1777 "$src/tmp"
 printf 'x' >"$src/tmp/junk/file"                                  # excluded: must not arrive
 printf 'owned' >"$src/var/owned" && chown 4242:4343 "$src/var/owned"
