@@ -159,6 +159,38 @@ void encode_body(byte_writer& w, const go_answer& m) {
     w.put_string(m.reason);
 }
 
+void encode_body(byte_writer& w, const phase& m) {
+    w.put(static_cast<std::uint8_t>(m.what));
+    w.put_string(m.detail);
+}
+void encode_body(byte_writer& w, const log_lines& m) {
+    w.put(static_cast<std::uint16_t>(m.lines.size()));
+    for (const auto& line : m.lines) w.put_string(line);
+}
+void encode_body(byte_writer& w, const status_ask& m) { w.put_string(m.session); }
+void encode_body(byte_writer& w, const status_answer& m) {
+    w.put_string(m.state);
+    w.put(m.expected_bytes);
+    w.put(static_cast<std::uint16_t>(m.rows.size()));
+    for (const auto& row : m.rows) {
+        w.put(row.node);
+        w.put_string(row.name);
+        w.put_string(row.address);
+        w.put_string(row.parent_address);
+        w.put(static_cast<std::uint8_t>(row.what));
+        w.put(row.stored_bytes);
+        w.put(row.bytes_per_second);
+        w.put_string(row.detail);
+    }
+}
+
+// A phase byte this version knows, else bad_field for the whole message.
+node_phase get_phase(byte_reader& r, bool& bad) noexcept {
+    const auto v = r.get<std::uint8_t>();
+    if (v >= node_phase_count) bad = true;
+    return static_cast<node_phase>(v);
+}
+
 void decode_body(byte_reader& r, hello& m) {
     m.session = r.get_string();
     m.node_name = r.get_string();
@@ -215,6 +247,38 @@ void decode_body(byte_reader& r, go_answer& m) {
     m.reason = r.get_string();
 }
 
+void decode_body(byte_reader& r, phase& m, bool& bad) {
+    m.what = get_phase(r, bad);
+    m.detail = r.get_string();
+}
+void decode_body(byte_reader& r, log_lines& m) {
+    const auto n = r.get<std::uint16_t>();
+    for (std::uint16_t i = 0; i < n && !r.failed; ++i) m.lines.push_back(r.get_string());
+}
+void decode_body(byte_reader& r, status_ask& m) { m.session = r.get_string(); }
+void decode_body(byte_reader& r, status_answer& m, bool& bad) {
+    m.state = r.get_string();
+    m.expected_bytes = r.get<std::uint64_t>();
+    const auto n = r.get<std::uint16_t>();
+    for (std::uint16_t i = 0; i < n && !r.failed; ++i) {
+        status_row row;
+        row.node = r.get<std::uint32_t>();
+        row.name = r.get_string();
+        row.address = r.get_string();
+        row.parent_address = r.get_string();
+        row.what = get_phase(r, bad);
+        row.stored_bytes = r.get<std::uint64_t>();
+        row.bytes_per_second = r.get<std::uint64_t>();
+        row.detail = r.get_string();
+        m.rows.push_back(std::move(row));
+    }
+}
+// Messages whose fields cannot all be right are checked while decoding.
+template <class M>
+void decode_body(byte_reader& r, M& m, bool&) {
+    decode_body(r, m);
+}
+
 // Decodes alternative `index` of `message`; recursion over the variant's indices.
 template <std::size_t I = 0>
 result<message> decode_alternative(std::size_t index, byte_reader& r, std::string_view peer) {
@@ -223,8 +287,10 @@ result<message> decode_alternative(std::size_t index, byte_reader& r, std::strin
     } else {
         if (index != I) return decode_alternative<I + 1>(index, r, peer);
         std::variant_alternative_t<I, message> m;
-        decode_body(r, m);
+        bool bad = false;
+        decode_body(r, m, bad);
         if (!r.done()) return protocol_error(errc::truncated, peer);
+        if (bad) return protocol_error(errc::bad_field, peer);
         return message{std::move(m)};
     }
 }
@@ -236,6 +302,19 @@ const std::error_category& category() noexcept {
     return instance;
 }
 std::error_code make_error_code(errc e) noexcept { return {static_cast<int>(e), category()}; }
+
+std::string_view phase_name(node_phase p) noexcept {
+    switch (p) {
+        case node_phase::waiting: return "waiting";
+        case node_phase::layout: return "layout";
+        case node_phase::receiving: return "receiving";
+        case node_phase::extracting: return "extracting";
+        case node_phase::fixup: return "fixup";
+        case node_phase::done: return "done";
+        case node_phase::failed: return "failed";
+    }
+    return "?";
+}
 
 std::string stream_digest::hex() const {
     static constexpr char digits[] = "0123456789abcdef";

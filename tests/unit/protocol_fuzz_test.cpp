@@ -205,6 +205,24 @@ void fill(fuzzer& f, proof& m) {
     for (auto& b : m.mac) b = f.any<std::byte>();
 }
 
+node_phase any_phase(fuzzer& f) { return static_cast<node_phase>(f.pick(node_phase_count)); }
+void fill(fuzzer& f, phase& m) {
+    m.what = any_phase(f);
+    m.detail = f.text(max_string_bytes);
+}
+void fill(fuzzer& f, log_lines& m) {
+    for (std::size_t n = f.pick(9); n > 0; --n) m.lines.push_back(f.text(max_string_bytes));
+}
+void fill(fuzzer& f, status_ask& m) { m.session = f.text(max_string_bytes); }
+void fill(fuzzer& f, status_answer& m) {
+    m.state = f.text(max_string_bytes);
+    m.expected_bytes = f.any<std::uint64_t>();
+    // Rows with short strings: the body stays within its bound.
+    for (std::size_t n = f.pick(40); n > 0; --n)
+        m.rows.push_back({f.any<std::uint32_t>(), f.text(64), f.text(64), f.text(64), any_phase(f), f.any<std::uint64_t>(),
+                          f.any<std::uint64_t>(), f.text(256)});
+}
+
 // A message kind without a `fill` above does not compile here: add one with the kind.
 template <std::size_t... I>
 message random_message(fuzzer& f, std::size_t index, std::index_sequence<I...>) {

@@ -126,6 +126,34 @@ TEST(Message, EveryTypeRoundTrips) {
     EXPECT_EQ(round_trip(release{}), release{});
     EXPECT_EQ(round_trip(data_hello{"lab", 4, 77}), (data_hello{"lab", 4, 77}));
     EXPECT_EQ(round_trip(data_accept{false, "not the assigned child"}), (data_accept{false, "not the assigned child"}));
+    EXPECT_EQ(round_trip(phase{node_phase::extracting, "/home (stream 2 of 3)"}), (phase{node_phase::extracting, "/home (stream 2 of 3)"}));
+    const log_lines lines{{"layout: /dev/sdb: dos table", "", "mkfs.ext4 -F /dev/sdb1"}};
+    EXPECT_EQ(round_trip(lines), lines);
+    EXPECT_EQ(round_trip(status_ask{"lab"}), status_ask{"lab"});
+    const status_answer s{"running", 1u << 30,
+                          {{1, "n1", "10.0.0.2", "10.0.0.1", node_phase::fixup, 77, 123456, "initramfs"},
+                           {2, "n2", "10.0.0.3", "10.0.0.2", node_phase::failed, 5, 0, "mkfs.xfs failed"}}};
+    EXPECT_EQ(round_trip(s), s);
+}
+
+TEST(Message, UnknownPhaseIsABadField) {
+    auto bytes = encode_message(phase{node_phase::done, "x"});
+    bytes[message_header_bytes] = std::byte{node_phase_count};  // the first phase value after the known ones
+    const std::span<const std::byte> all{bytes};
+    const auto h = decode_message_header(all.first<message_header_bytes>(), "10.0.0.9:5000");
+    ASSERT_TRUE(h.has_value());
+
+    const auto m = decode_message_body(*h, all.subspan(message_header_bytes), "10.0.0.9:5000");
+
+    ASSERT_FALSE(m.has_value());
+    EXPECT_EQ(m.error().code, errc::bad_field);
+    EXPECT_EQ(m.error().where, "10.0.0.9:5000");
+}
+
+TEST(Message, PhasesHaveTheirNames) {
+    EXPECT_EQ(phase_name(node_phase::waiting), "waiting");
+    EXPECT_EQ(phase_name(node_phase::extracting), "extracting");
+    EXPECT_EQ(phase_name(node_phase::failed), "failed");
 }
 
 TEST(Message, VersionMismatchIsSaidInWords) {

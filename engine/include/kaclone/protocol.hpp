@@ -205,9 +205,60 @@ struct proof {
     bool operator==(const proof&) const = default;
 };
 
+// What a node is doing, for the live view and `kaclone status`. Values are only appended.
+enum class node_phase : std::uint8_t {
+    waiting = 0,  // joined, waiting for the start or for its data connections
+    layout,       // partitioning and formatting its disk (whole-machine clone)
+    receiving,    // storing (and forwarding) the stream
+    extracting,   // writing a filesystem or partition of the stream to its disk
+    fixup,        // the post-clone fixups
+    done,         // finished well
+    failed,       // finished badly (the detail says why)
+};
+inline constexpr std::uint8_t node_phase_count = 7;
+// "waiting", "layout", ... as the live view prints them.
+std::string_view phase_name(node_phase p) noexcept;
+
+// node -> server, when its phase changes: what it does now ("/home (stream 2 of 3)").
+struct phase {
+    node_phase what = node_phase::waiting;
+    std::string detail;
+    bool operator==(const phase&) const = default;
+};
+// node -> server: lines of its log, in order, each without its newline. A sender keeps one
+// message's lines under max_log_bytes (a longer line is cut there).
+inline constexpr std::size_t max_log_bytes = 32u << 10;
+struct log_lines {
+    std::vector<std::string> lines;
+    bool operator==(const log_lines&) const = default;
+};
+// operator (`kaclone status`) -> server: how is `session` going?
+struct status_ask {
+    std::string session;
+    bool operator==(const status_ask&) const = default;
+};
+// One node of a status answer.
+struct status_row {
+    std::uint32_t node = 0;  // 0 before the start (no place yet)
+    std::string name, address, parent_address;
+    node_phase what = node_phase::waiting;
+    std::uint64_t stored_bytes = 0;
+    std::uint64_t bytes_per_second = 0;  // over the last few seconds
+    std::string detail;                  // the phase's detail, or why it failed
+    bool operator==(const status_row&) const = default;
+};
+// server -> operator: the session's state in words ("waiting for nodes: 3 of 5", "running"),
+// the bytes the nodes are expected to store (0: unknown) and one row per node.
+struct status_answer {
+    std::string state;
+    std::uint64_t expected_bytes = 0;
+    std::vector<status_row> rows;
+    bool operator==(const status_answer&) const = default;
+};
+
 // Alternatives are only appended: a message's type number is its index + 1.
 using message = std::variant<hello, refuse, assign, progress, done, release, data_hello, data_accept, go, go_answer,
-                             challenge, proof>;
+                             challenge, proof, phase, log_lines, status_ask, status_answer>;
 
 // Header + body of one message.
 std::vector<std::byte> encode_message(const message& m);
