@@ -75,6 +75,22 @@ const char* kind_name(stream_kind k) {
     return "?";
 }
 
+// `text` as records `NAME LINE`, one per line, each value escaped.
+void add_lines(std::string& out, const char* name, std::string_view text) {
+    std::size_t start = 0;
+    while (start < text.size()) {
+        std::size_t end = text.find('\n', start);
+        if (end == std::string_view::npos) end = text.size();
+        out += std::string(name) + " " + escape(text.substr(start, end - start)) + "\n";
+        start = end + 1;
+    }
+}
+
+bool parse_number(const std::string& value, std::uint64_t& out) {
+    const auto r = std::from_chars(value.data(), value.data() + value.size(), out);
+    return r.ec == std::errc{} && r.ptr == value.data() + value.size();
+}
+
 error bad(errc e, std::string_view where, int line) {
     return error{make_error_code(e), std::string(where) + ":" + std::to_string(line)};
 }
@@ -90,13 +106,7 @@ std::error_code make_error_code(errc e) noexcept { return {static_cast<int>(e), 
 std::string encode(const manifest& m) {
     std::string out = "kaclone-manifest " + std::to_string(version) + "\n";
     out += "session " + escape(m.session) + "\n";
-    std::size_t start = 0;
-    while (start < m.desc.size()) {
-        std::size_t end = m.desc.find('\n', start);
-        if (end == std::string::npos) end = m.desc.size();
-        out += "desc " + escape(m.desc.substr(start, end - start)) + "\n";
-        start = end + 1;
-    }
+    add_lines(out, "desc", m.desc);
     for (const stream_entry& s : m.streams) {
         out += "stream " + std::to_string(s.id) + " " + kind_name(s.kind);
         auto add = [&out](const char* key, const std::string& value) {
@@ -108,10 +118,12 @@ std::string encode(const manifest& m) {
         add("label", s.label);
         add("uuid", s.uuid);
         if (s.bytes != 0) out += " bytes=" + std::to_string(s.bytes);
+        if (s.estimate != 0) out += " estimate=" + std::to_string(s.estimate);
         for (const auto& e : s.excludes) add("exclude", e);
         out += "\n";
     }
     out += "fixup bootloader=" + escape(m.fixup.bootloader) + " initrd-args=" + escape(m.fixup.initrd_args) + "\n";
+    add_lines(out, "hostnames", m.hostnames);
     out += "end\n";
     return out;
 }
@@ -143,9 +155,9 @@ result<manifest> decode(std::string_view text, std::string_view where) {
             ended = true;
         } else if (w[0] == "session" && w.size() == 2) {
             if (!unescape(w[1], m.session)) return bad(errc::bad_line, where, number);
-        } else if (w[0] == "desc" && w.size() <= 2) {
+        } else if ((w[0] == "desc" || w[0] == "hostnames") && w.size() <= 2) {
             if (w.size() == 2 && !unescape(w[1], value)) return bad(errc::bad_line, where, number);
-            m.desc += value + "\n";
+            (w[0] == "desc" ? m.desc : m.hostnames) += value + "\n";
         } else if (w[0] == "stream" && w.size() >= 3) {
             stream_entry s;
             const auto r = std::from_chars(w[1].data(), w[1].data() + w[1].size(), s.id);
@@ -165,9 +177,8 @@ result<manifest> decode(std::string_view text, std::string_view where) {
                 else if (key == "label") s.label = value;
                 else if (key == "uuid") s.uuid = value;
                 else if (key == "exclude") s.excludes.push_back(value);
-                else if (key == "bytes") {
-                    const auto b = std::from_chars(value.data(), value.data() + value.size(), s.bytes);
-                    if (b.ec != std::errc{} || b.ptr != value.data() + value.size()) return bad(errc::bad_stream, where, number);
+                else if (key == "bytes" || key == "estimate") {
+                    if (!parse_number(value, key == "bytes" ? s.bytes : s.estimate)) return bad(errc::bad_stream, where, number);
                 }  // other keys: a later minor version's, ignored
             }
             if (s.kind == stream_kind::tree && (s.mount.empty() || s.mount[0] != '/')) return bad(errc::bad_stream, where, number);

@@ -10,12 +10,13 @@ manifest sample() {
     manifest m;
     m.session = "lab 3";
     m.desc = "label: dos\nlinux 20480 fs=ext4 mount=/\n\nlinux fill fs=xfs mount=/data\n";
-    stream_entry root{stream_kind::tree, 1, "1", "/", "ext4", "root fs", "5c1f", 0, {"/tmp", "/var/cache 100%"}};
-    stream_entry data{stream_kind::tree, 2, "2", "/data", "xfs", "", "9e2a", 0, {}};
-    stream_entry raw{stream_kind::raw, 3, "3", "", "", "", "", 1048576, {}};
-    stream_entry boot{stream_kind::boot_code, 4, "", "", "", "", "", 446, {}};
+    stream_entry root{stream_kind::tree, 1, "1", "/", "ext4", "root fs", "5c1f", 0, 2147483648, {"/tmp", "/var/cache 100%"}};
+    stream_entry data{stream_kind::tree, 2, "2", "/data", "xfs", "", "9e2a", 0, 0, {}};
+    stream_entry raw{stream_kind::raw, 3, "3", "", "", "", "", 1048576, 0, {}};
+    stream_entry boot{stream_kind::boot_code, 4, "", "", "", "", "", 446, 0, {}};
     m.streams = {root, data, raw, boot};
     m.fixup = {"grub", "-v --with=ata_piix"};
+    m.hostnames = "# lab 3\n52:54:00:12:34:01 node01\n";
     return m;
 }
 
@@ -29,11 +30,14 @@ TEST(Manifest, EncodesTheDocumentedText) {
               "desc linux%2020480%20fs%3Dext4%20mount%3D/\n"
               "desc \n"
               "desc linux%20fill%20fs%3Dxfs%20mount%3D/data\n"
-              "stream 1 tree partition=1 mount=/ fs=ext4 label=root%20fs uuid=5c1f exclude=/tmp exclude=/var/cache%20100%25\n"
+              "stream 1 tree partition=1 mount=/ fs=ext4 label=root%20fs uuid=5c1f estimate=2147483648 exclude=/tmp "
+              "exclude=/var/cache%20100%25\n"
               "stream 2 tree partition=2 mount=/data fs=xfs uuid=9e2a\n"
               "stream 3 raw partition=3 bytes=1048576\n"
               "stream 4 boot-code bytes=446\n"
               "fixup bootloader=grub initrd-args=-v%20--with%3Data_piix\n"
+              "hostnames #%20lab%203\n"
+              "hostnames 52:54:00:12:34:01%20node01\n"
               "end\n");
 }
 

@@ -10,17 +10,20 @@
 //     desc label: dos
 //     desc linux 20480 fs=ext4 mount=/
 //     desc linux fill fs=xfs mount=/data
-//     stream 1 tree partition=1 mount=/ fs=ext4 label=root uuid=5c1f... exclude=/tmp
+//     stream 1 tree partition=1 mount=/ fs=ext4 label=root uuid=5c1f... estimate=2147483648 exclude=/tmp
 //     stream 2 tree partition=2 mount=/data fs=xfs uuid=9e2a...
 //     stream 3 raw partition=3 bytes=1048576
 //     stream 4 boot-code bytes=446
 //     fixup bootloader=grub initrd-args=
+//     hostnames 52:54:00:12:34:01 node01
 //     end
 //
-// `desc` lines carry the description file (desc::print's text), one line each, in order.
+// `desc` lines carry the description file (desc::print's text), one line each, in order;
+// `hostnames` lines carry the --hostnames file the same way (none without one).
 // Stream ids are 1, 2, ... in the order the streams follow; keys of a `stream` line depend on
-// its kind: tree (partition, mount, fs, label, uuid, exclude repeatable), raw (partition,
-// bytes, fs), boot-code (bytes). Readers refuse another major version and ignore keys they do
+// its kind: tree (partition, mount, fs, label, uuid, estimate: the bytes used on the golden
+// filesystem, for progress only; exclude repeatable), raw (partition, bytes, fs), boot-code
+// (bytes). Readers refuse another major version and ignore keys they do
 // not know, so minor additions stay compatible.
 #pragma once
 
@@ -58,6 +61,7 @@ struct stream_entry {
     std::string fs;                     // tree: its type; raw: its type if known
     std::string label, uuid;            // the golden filesystem's (fixup maps old -> new)
     std::uint64_t bytes = 0;            // raw: the partition's size; boot-code: 446
+    std::uint64_t estimate = 0;         // tree: bytes used on the golden filesystem (progress only)
     std::vector<std::string> excludes;  // tree: directories whose content is not sent
     bool operator==(const stream_entry&) const = default;
 };
@@ -73,6 +77,7 @@ struct manifest {
     std::string desc;  // the description file's text (desc::print), each line ending in \n
     std::vector<stream_entry> streams;
     fixup_settings fixup;
+    std::string hostnames;  // the --hostnames file's text, each line ending in \n ("" for none)
     bool operator==(const manifest&) const = default;
 };
 
