@@ -153,11 +153,12 @@ asio::awaitable<result<void>> give_proof(tcp::socket& socket, const std::string&
     co_return result<void>{};
 }
 
-// The data plane on its own thread; its result comes back into the io_context by asio::post,
-// which also wakes whoever waits on `wake`.
-struct data_plane {
-    explicit data_plane(asio::io_context& io) : wake(io) {}
-    ~data_plane() {
+// Work on a thread of its own (the data plane, a node's work after the stream); its result
+// comes back into the io_context by asio::post, which also wakes whoever waits on `wake`.
+template <class T>
+struct background {
+    explicit background(asio::io_context& io) : wake(io) {}
+    ~background() {
         if (thread.joinable()) thread.join();
     }
     template <class Run>
@@ -170,7 +171,7 @@ struct data_plane {
             });
         });
     }
-    // Waits up to `period` (or until the data plane ends).
+    // Waits up to `period` (or until the work ends).
     asio::awaitable<void> wait(std::chrono::milliseconds period) {
         if (outcome) co_return;
         wake.expires_after(period);
@@ -178,8 +179,9 @@ struct data_plane {
     }
     std::thread thread;
     asio::steady_timer wake;
-    std::optional<result<relay_result>> outcome;
+    std::optional<result<T>> outcome;
 };
+using data_plane = background<relay_result>;
 
 // The data connections' fds, borrowed by the data plane (which sets their file flags).
 std::vector<int> fds_of(std::vector<tcp::socket>& sockets) {
@@ -283,7 +285,35 @@ struct admission {
     bool started = false;
     std::size_t greeting = 0;  // connections whose first message is still awaited
     asio::steady_timer wake;
+    const std::vector<node_report>* nodes = nullptr;  // serve()'s, once the session runs
+    bool finishing = false;  // the stream has ended; the nodes finish and report
 };
+
+// The answer to `kaclone status`: the joined nodes before the start, the session's after.
+protocol::status_answer status_of(const serve_config& config, const admission& state) {
+    protocol::status_answer a;
+    a.expected_bytes = config.expected_bytes != 0 ? config.expected_bytes : config.source_bytes;
+    if (state.nodes == nullptr) {
+        a.state = "waiting for nodes: " + std::to_string(state.joined.size()) + " of " + std::to_string(config.nodes) + " joined";
+        for (const auto& n : state.joined) {
+            protocol::status_row row;
+            row.name = n.name;
+            row.address = n.address;
+            a.rows.push_back(std::move(row));
+        }
+        return a;
+    }
+    std::size_t finished = 0;
+    for (const auto& n : *state.nodes) {
+        protocol::status_row row{n.node, n.name, n.address, n.parent_address, n.phase, n.stored_bytes, n.bytes_per_second,
+                                 n.detail.substr(0, 200)};
+        if (n.phase == protocol::node_phase::done || n.phase == protocol::node_phase::failed) ++finished;
+        a.rows.push_back(std::move(row));
+    }
+    a.state = std::string(state.finishing ? "stream ended, nodes finishing" : "running") + ": " + std::to_string(finished) +
+              " of " + std::to_string(state.nodes->size()) + " nodes finished";
+    return a;
+}
 
 void emit(const serve_config& config, session_event e) {
     if (config.on_event) config.on_event(e);
@@ -360,8 +390,19 @@ asio::awaitable<void> greet(tcp::socket socket, const serve_config& config, admi
             if (!a.ok) refusal = "go: " + a.reason;
             answer = a;
         }
+    } else if (auto* q = std::get_if<protocol::status_ask>(&*m)) {
+        if (q->session != config.session) {
+            refusal = "this server runs session '" + config.session + "', not '" + q->session + "'";
+            answer = protocol::refuse{refusal};
+        } else if (auto proved = co_await demand_proof(socket, peer, config.key, config.session, role::control_node,
+                                                       role::control_server, config.admission_timeout);
+                   !proved) {
+            refusal = "status: " + failed_proof(proved.error());
+        } else {
+            answer = status_of(config, state);
+        }
     } else {
-        refusal = "expected hello or go";
+        refusal = "expected hello, go or status";
     }
     if (!refusal.empty()) {
         if (config.log) config.log("refused " + peer + ": " + refusal);
@@ -485,22 +526,64 @@ struct report_tally {
     asio::steady_timer wake;
 };
 
+// Moves a node to phase `what`, adding the time it spent in the one it leaves.
+void enter_phase(const serve_config& config, node_report& report, protocol::node_phase what, std::string detail) {
+    const auto now = clock::now();
+    if (report.phase_since != clock::time_point{})
+        report.phase_time[static_cast<std::size_t>(report.phase)] += now - report.phase_since;
+    report.phase_since = now;
+    const bool changed = report.phase != what || report.detail != detail;
+    report.phase = what;
+    report.detail = std::move(detail);
+    if (changed)
+        emit(config, {session_event::kind::phase, report.node, report.name, report.address, report.parent_address,
+                      report.stored_bytes, 0, std::string(protocol::phase_name(what)), report.detail});
+}
+
+// A node's log line: kept (the last 20) and handed to the caller (for --logs).
+void keep_line(const serve_config& config, node_report& report, const std::string& line) {
+    if (config.on_node_log) config.on_node_log(report, line);
+    report.last_lines.push_back(line);
+    if (report.last_lines.size() > 20) report.last_lines.pop_front();
+}
+
 // Reads a node's control messages until its done (or the connection ends). Borrows all four
 // from serve(), which waits for every reader to end before it returns.
 asio::awaitable<void> collect_reports(tcp::socket& control, node_report& report, report_tally& tally,
-                                      const serve_config& config) {
+                                      const serve_config& config, clock::time_point& last_heard) {
+    clock::time_point sampled = clock::now();
+    std::uint64_t sampled_bytes = 0;
     for (;;) {
         auto m = co_await read_message(control, report.address, forever);
         if (!m) {  // lost before done: reported stays false
+            const std::string why = !report.lost.empty() ? report.lost : "lost its control connection: " + m.error().message();
+            enter_phase(config, report, protocol::node_phase::failed, why);
             emit(config, {session_event::kind::node_failed, report.node, report.name, report.address, report.parent_address,
-                          report.stored_bytes, 0, "lost its control connection: " + m.error().message()});
+                          report.stored_bytes, 0, why});
             break;
         }
-        if (auto* p = std::get_if<protocol::progress>(&*m)) report.stored_bytes = p->stored_bytes;
-        if (auto* d = std::get_if<protocol::done>(&*m)) {
+        last_heard = clock::now();
+        if (auto* p = std::get_if<protocol::progress>(&*m)) {
+            report.stored_bytes = p->stored_bytes;
+            const auto now = clock::now();
+            const double dt = std::chrono::duration<double>(now - sampled).count();
+            if (dt >= 0.5) {
+                report.bytes_per_second =
+                    p->stored_bytes >= sampled_bytes ? static_cast<std::uint64_t>(static_cast<double>(p->stored_bytes - sampled_bytes) / dt) : 0;
+                sampled = now;
+                sampled_bytes = p->stored_bytes;
+            }
+        } else if (auto* ph = std::get_if<protocol::phase>(&*m)) {
+            if (ph->what != protocol::node_phase::done && ph->what != protocol::node_phase::failed)
+                enter_phase(config, report, ph->what, ph->detail);
+        } else if (auto* lines = std::get_if<protocol::log_lines>(&*m)) {
+            for (const auto& line : lines->lines) keep_line(config, report, line);
+        } else if (auto* d = std::get_if<protocol::done>(&*m)) {
             report.done = *d;
             report.reported = true;
             report.stored_bytes = d->stored_bytes;
+            report.bytes_per_second = 0;
+            enter_phase(config, report, d->ok ? protocol::node_phase::done : protocol::node_phase::failed, d->ok ? "" : d->message);
             emit(config, {d->ok ? session_event::kind::node_done : session_event::kind::node_failed, report.node, report.name,
                           report.address, report.parent_address, d->stored_bytes, 0, d->ok ? d->digest.hex() : d->message});
             break;
@@ -565,12 +648,20 @@ asio::awaitable<result<serve_report>> serve(asio::io_context& io, tcp::acceptor&
         const protocol::message assignment = a;
         auto w = co_await write_message(nodes[i].control, assignment, nodes[i].address);
         if (!w) co_return std::move(w).error();
-        report.nodes.push_back({a.node, nodes[i].name, nodes[i].address, a.parent_address, 0, false, {}});
+        node_report r;
+        r.node = a.node;
+        r.name = nodes[i].name;
+        r.address = nodes[i].address;
+        r.parent_address = a.parent_address;
+        r.phase_since = clock::now();
+        report.nodes.push_back(std::move(r));
         emit(config, {session_event::kind::assigned, a.node, nodes[i].name, nodes[i].address, a.parent_address, 0,
                       a.children.size(), ""});
     }
+    state.nodes = &report.nodes;
+    std::vector<clock::time_point> heard(nodes.size(), clock::now());
     for (std::size_t i = 0; i < nodes.size(); ++i)
-        asio::co_spawn(io, collect_reports(nodes[i].control, report.nodes[i], tally, config), asio::detached);
+        asio::co_spawn(io, collect_reports(nodes[i].control, report.nodes[i], tally, config, heard[i]), asio::detached);
 
     std::vector<protocol::child_slot> firsts;
     for (std::size_t child : plan[0].children)
@@ -583,12 +674,15 @@ asio::awaitable<result<serve_report>> serve(asio::io_context& io, tcp::acceptor&
                    " nodes connected, streaming");
 
     const auto started = clock::now();
+    for (auto& r : report.nodes)
+        if (r.phase == protocol::node_phase::waiting) enter_phase(config, r, protocol::node_phase::receiving, "");
     data_plane plane{io};
     plane.start(io, [&config, &source_relay, &stats, &child_fds] { return run_source(config.source_fd, child_fds, source_relay, stats); });
     while (!plane.outcome) {
         co_await plane.wait(std::chrono::seconds(1));
         if (plane.outcome) break;
         if (config.on_tick) config.on_tick(stats);
+        if (config.on_nodes) config.on_nodes(report.nodes);
         emit(config, {session_event::kind::progress, 0, "", "", "", stats.acked_bytes.load(), nodes.size(), ""});
     }
     if (!*plane.outcome) {
@@ -598,8 +692,23 @@ asio::awaitable<result<serve_report>> serve(asio::io_context& io, tcp::acceptor&
     } else {
         report.source = **plane.outcome;
     }
-    // Every node reports done (or loses its connection) after the stream ends.
-    co_await wait_for_reports(tally, nodes.size(), clock::now() + std::chrono::seconds(30));
+    // Every node reports done (or loses its connection) after the stream ends; one that says
+    // nothing for report_silence is given up (its reader then ends with that reason).
+    state.finishing = true;
+    for (auto& h : heard) h = std::max(h, clock::now());
+    while (tally.settled < nodes.size()) {
+        tally.wake.expires_after(std::chrono::seconds(1));
+        co_await tally.wake.async_wait(use_result);
+        const auto now = clock::now();
+        for (std::size_t i = 0; i < nodes.size(); ++i) {
+            auto& r = report.nodes[i];
+            if (r.phase == protocol::node_phase::done || r.phase == protocol::node_phase::failed || !r.lost.empty()) continue;
+            if (now - heard[i] < config.report_silence) continue;
+            r.lost = "said nothing for " + std::to_string(config.report_silence.count() / 1000) + " s after the stream ended";
+            nodes[i].control.close();
+        }
+        if (config.on_nodes) config.on_nodes(report.nodes);
+    }
     report.wall = clock::now() - started;
     // Late nodes are refused until here; now nobody is let in any more.
     control.close();
@@ -767,6 +876,34 @@ asio::awaitable<result<server_link>> reach_server(asio::io_context& io, find_con
     co_return std::move(link);
 }
 
+// Sends what `status` gathered since the last call, in order: log lines (in messages of at
+// most max_log_bytes, a line cut at 4000 bytes) and phase changes.
+asio::awaitable<void> send_status(tcp::socket& control, node_status* status, const std::string& server_text) {
+    if (status == nullptr) co_return;
+    protocol::log_lines batch;
+    std::size_t batch_bytes = 0;
+    auto flush = [&]() -> asio::awaitable<void> {
+        if (batch.lines.empty()) co_return;
+        const protocol::message m = std::move(batch);
+        batch = {};
+        batch_bytes = 0;
+        co_await write_message(control, m, server_text);
+    };
+    for (auto& e : status->take()) {
+        if (auto* line = std::get_if<std::string>(&e)) {
+            if (line->size() > 4000) line->resize(4000);
+            if (batch_bytes + line->size() + 2 > protocol::max_log_bytes || batch.lines.size() == 1000) co_await flush();
+            batch_bytes += line->size() + 2;
+            batch.lines.push_back(std::move(*line));
+        } else {
+            co_await flush();
+            const protocol::message m = std::get<protocol::phase>(std::move(e));
+            co_await write_message(control, m, server_text);
+        }
+    }
+    co_await flush();
+}
+
 asio::awaitable<result<join_report>> join(asio::io_context& io, const join_config& config, relay_stats& stats) {
     auto link = co_await reach_server(io, {config.session, config.server, config.retries, config.log});
     if (!link) co_return std::move(link).error();
@@ -780,6 +917,7 @@ asio::awaitable<result<join_report>> join(asio::io_context& io, const join_confi
                                       std::chrono::seconds(10));
     if (!proved) co_return std::move(proved).error();
     if (config.log) config.log("joined session '" + config.session + "' at " + server_text + ", waiting for the start");
+    co_await send_status(control, config.status, server_text);
 
     auto m = co_await read_message(control, server_text, forever);
     if (!m) co_return std::move(m).error();
@@ -807,6 +945,11 @@ asio::awaitable<result<join_report>> join(asio::io_context& io, const join_confi
     relay.signer = signer ? &*signer : nullptr;
     const auto started = clock::now();
     data_plane plane{io};
+    // A phase or log line set by the node's work is sent at once, not at the next tick.
+    const auto wake_on_status = [&io, status = config.status](asio::steady_timer& wake) {
+        if (status != nullptr) status->on_change([&io, &wake] { asio::post(io, [&wake] { wake.cancel(); }); });
+    };
+    wake_on_status(plane.wake);
     plane.start(io, [&, relay, parent_fd = parent->native_handle()] {
         return run_relay(parent_fd, child_fds, config.sink, relay, stats);
     });
@@ -818,20 +961,39 @@ asio::awaitable<result<join_report>> join(asio::io_context& io, const join_confi
             config.on_event({session_event::kind::progress, assignment.node, "", "", "", stats.stored_bytes.load(), 0, ""});
         const protocol::message progress = protocol::progress{stats.stored_bytes.load()};
         co_await write_message(control, progress, server_text);
+        co_await send_status(control, config.status, server_text);
     }
+    // The node's own work after the stream (extraction's end, fixups); it keeps reporting.
+    std::optional<error> after_failed;
+    if (plane.outcome->has_value() && config.after_stream) {
+        background<void> after{io};
+        wake_on_status(after.wake);
+        after.start(io, [&config] { return config.after_stream(); });
+        while (!after.outcome) {
+            co_await after.wait(std::chrono::seconds(1));
+            const protocol::message progress = protocol::progress{stats.stored_bytes.load()};
+            co_await write_message(control, progress, server_text);
+            co_await send_status(control, config.status, server_text);
+        }
+        if (!*after.outcome) after_failed = after.outcome->error();
+        if (config.status != nullptr) config.status->on_change({});  // before `after` goes
+    }
+    if (config.status != nullptr) config.status->on_change({});  // before `plane` goes
+    co_await send_status(control, config.status, server_text);
     const auto wall = clock::now() - started;
     protocol::done d;
-    d.ok = plane.outcome->has_value();
+    d.ok = plane.outcome->has_value() && !after_failed;
     d.seconds = std::chrono::duration<double>(wall).count();
     if (d.ok) {
         d.stored_bytes = (*plane.outcome)->bytes;
         d.digest = (*plane.outcome)->digest;
     } else {
         d.stored_bytes = stats.stored_bytes.load();
-        d.message = plane.outcome->error().message();
+        d.message = after_failed ? after_failed->message() : plane.outcome->error().message();
     }
     const protocol::message done_message = d;
     co_await write_message(control, done_message, server_text);
+    if (after_failed) co_return *std::move(after_failed);
     if (!d.ok) co_return std::move(*plane.outcome).error();
     // Wait for the release (the server closes the connection after it).
     for (;;) {
@@ -862,7 +1024,46 @@ asio::awaitable<result<std::uint32_t>> go(asio::io_context& io, const go_config&
     co_return a->nodes;
 }
 
+asio::awaitable<result<protocol::status_answer>> status(asio::io_context& io, const go_config& config) {
+    auto link = co_await reach_server(io, {config.session, config.server, config.retries, config.log});
+    if (!link) co_return std::move(link).error();
+    tcp::socket& control = link->control;
+    const std::string server_text = link->text;
+    const protocol::message ask = protocol::status_ask{config.session};
+    auto said = co_await write_message(control, ask, server_text);
+    if (!said) co_return std::move(said).error();
+    auto proved = co_await give_proof(control, server_text, config.key, config.session, role::control_node, role::control_server,
+                                      std::chrono::seconds(10));
+    if (!proved) co_return std::move(proved).error();
+    auto m = co_await read_message(control, server_text, std::chrono::seconds(10));
+    if (!m) co_return std::move(m).error();
+    if (auto* r = std::get_if<protocol::refuse>(&*m)) co_return session_error(session_errc::refused, r->reason);
+    auto* a = std::get_if<protocol::status_answer>(&*m);
+    if (a == nullptr) co_return error{make_error_code(protocol::errc::unknown_type), server_text + ": expected a status answer"};
+    co_return std::move(*a);
+}
+
 }  // namespace
+
+void node_status::set_phase(protocol::node_phase what, std::string detail) { add(protocol::phase{what, std::move(detail)}); }
+void node_status::log(std::string line) { add(std::move(line)); }
+void node_status::add(entry e) {
+    std::function<void()> wake;
+    {
+        const std::lock_guard lock{mutex_};
+        if (pending_.empty()) wake = wake_;
+        pending_.push_back(std::move(e));
+    }
+    if (wake) wake();
+}
+std::vector<node_status::entry> node_status::take() {
+    const std::lock_guard lock{mutex_};
+    return std::exchange(pending_, {});
+}
+void node_status::on_change(std::function<void()> wake) {
+    const std::lock_guard lock{mutex_};
+    wake_ = std::move(wake);
+}
 
 const std::error_category& session_category() noexcept {
     static const enum_category<session_errc> instance{"kaclone.session", describe};
@@ -913,6 +1114,11 @@ result<join_report> join_session(const join_config& config, relay_stats& stats) 
 result<std::uint32_t> start_session(const go_config& config) {
     asio::io_context io;
     return run_to_completion(io, go(io, config));
+}
+
+result<protocol::status_answer> session_status(const go_config& config) {
+    asio::io_context io;
+    return run_to_completion(io, status(io, config));
 }
 
 }  // namespace kaclone

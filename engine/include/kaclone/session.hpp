@@ -3,10 +3,14 @@
 // data plane (relay.hpp) on a thread of its own once the chain is connected.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <functional>
+#include <mutex>
 #include <optional>
+#include <variant>
 #include <string>
 #include <vector>
 
@@ -42,6 +46,7 @@ struct session_event {
         node_done,    // serve: node `node` stored `bytes` (`message`: digest hex)
         node_failed,  // serve: node `node` failed (`message` says why); join: this node failed
         released,     // node `node` was released and may exit
+        phase,        // serve: node `node` entered phase `message` ("extracting"), `detail` says more
     };
     kind what;
     std::uint32_t node = 0;
@@ -49,8 +54,11 @@ struct session_event {
     std::uint64_t bytes = 0;
     std::size_t count = 0;
     std::string message;
+    std::string detail = {};
 };
 using event_fn = std::function<void(const session_event&)>;
+
+struct node_report;
 
 struct serve_config {
     std::string session = "default";
@@ -67,12 +75,21 @@ struct serve_config {
     std::vector<std::string> order;  // nodes (address or host name) placed first, in this order
     unsigned arity = 1;  // children per node: 1 is a chain, K a K-ary tree (level by level)
     std::chrono::milliseconds stagger{0};  // between two nodes' releases
+    // Once the stream has ended, a node that says nothing (no progress, phase or log) for this
+    // long is failed: its work after the stream (extraction, fixups) has hung.
+    std::chrono::milliseconds report_silence{30000};
+    // What each node is expected to store, for `kaclone status` percentages (0: unknown).
+    std::uint64_t expected_bytes = 0;
     // With a key every control and data connection proves it (HMAC-SHA256 challenge-response)
     // and every frame is tagged; without one the session runs open.
     std::optional<auth::session_key> key;
     tick_fn on_tick;
     log_fn log;
     event_fn on_event;
+    // Every line of a node's log as it arrives (for --logs), and once a second the state of
+    // every node (for a live view); both on the session's thread.
+    std::function<void(const node_report&, const std::string&)> on_node_log;
+    std::function<void(const std::vector<node_report>&)> on_nodes;
 };
 
 struct node_report {
@@ -83,6 +100,15 @@ struct node_report {
     std::uint64_t stored_bytes = 0;  // from its last progress report
     bool reported = false;  // false: lost before it said done
     protocol::done done;
+    // What it does now (its own phase reports, else what the server knows), since when, and
+    // how long it spent in each phase so far (indexed by node_phase).
+    protocol::node_phase phase = protocol::node_phase::waiting;
+    std::string detail = {};
+    std::chrono::steady_clock::time_point phase_since{};
+    std::array<std::chrono::steady_clock::duration, protocol::node_phase_count> phase_time{};
+    std::uint64_t bytes_per_second = 0;  // between its last two progress reports
+    std::deque<std::string> last_lines;  // the last lines of its log (at most 20)
+    std::string lost;                    // why the server gave up on it, when it did
 };
 
 struct serve_report {
@@ -95,6 +121,27 @@ struct serve_report {
 // report. Errors only when the session could not run at all; node failures are in the report.
 result<serve_report> serve_session(const serve_config& config, relay_stats& stats);
 
+// A node's phase and log lines, set from any thread by whatever does the node's work and
+// sent to the server by join_session (about once a second, and before its done). Lines
+// logged before the session reaches the server are kept and sent once it has.
+class node_status {
+public:
+    void set_phase(protocol::node_phase what, std::string detail);
+    void log(std::string line);
+    // What was set since the last take, in order: log lines and phase changes.
+    using entry = std::variant<std::string, protocol::phase>;
+    std::vector<entry> take();
+    // Called (from the setting thread) when something is set and nothing was waiting: the
+    // session uses it to send at once. Set by join_session.
+    void on_change(std::function<void()> wake);
+
+private:
+    void add(entry e);
+    std::mutex mutex_;
+    std::vector<entry> pending_;
+    std::function<void()> wake_;
+};
+
 struct join_config {
     std::string session = "default";
     std::string server;  // "", "HOST" (ask it by unicast) or "HOST:PORT" (its control port)
@@ -105,6 +152,10 @@ struct join_config {
     tick_fn on_tick;
     log_fn log;
     event_fn on_event;
+    node_status* status = nullptr;  // borrowed; phases and log lines for the server, may be null
+    // Runs on a thread of its own once the stream is stored (and forwarded to the children);
+    // the node reports done only after it, and its error fails the node. May be empty.
+    std::function<result<void>()> after_stream;
 };
 
 struct join_report {
@@ -128,6 +179,9 @@ struct go_config {
 // Asks the waiting server of `session` to start now; returns how many nodes it starts with,
 // or why it did not (refused: the reason from the server).
 result<std::uint32_t> start_session(const go_config& config);
+
+// Asks the server of `config.session` how the session goes (`kaclone status`).
+result<protocol::status_answer> session_status(const go_config& config);
 
 }  // namespace kaclone
 
