@@ -13,6 +13,7 @@
 #include <kaclone/fixup.hpp>
 
 #include "commands.hpp"
+#include "fixup_steps.hpp"
 
 namespace kaclone::cli {
 namespace {
@@ -118,46 +119,16 @@ int run_fixup(const CLI::App& command, const fixup_options& opts) {
             std::to_string(entry->line) + ", " + entry->address + ")");
     }
 
-    fixup::apply_options options;
-    options.mode = opts.dry_run ? fixup::dry_run::yes : fixup::dry_run::no;
-    options.log = say;
-    std::vector<std::string> failures;
-    for (const auto& name : names) {
-        if (contains(opts.skip, name)) {
-            say(name + ": skipped: --skip " + name);
-            continue;
-        }
-        if (!opts.only.empty() && !contains(opts.only, name)) {
-            say(name + ": skipped: not in --only");
-            continue;
-        }
-        auto plan = fixup::plan_step(name, facts);
-        if (!plan) {
-            std::fprintf(stderr, "kaclone fixup: %s: %s\n", name.c_str(), plan.error().message().c_str());
-            failures.push_back(name);
-            continue;
-        }
-        if (!plan->skipped.empty()) {
-            say(name + ": skipped: " + plan->skipped);
-            continue;
-        }
-        for (const auto& note : plan->notes) say(name + ": " + note);
-        if (plan->empty()) {
-            say(name + ": nothing to change");
-            continue;
-        }
-        if (auto ok = fixup::apply(*plan, facts.target, options); !ok) {
-            std::fflush(stdout);
-            std::fprintf(stderr, "kaclone fixup: %s: %s\n", name.c_str(), ok.error().message().c_str());
-            failures.push_back(name);
-        }
-    }
-    if (!failures.empty()) {
-        std::string list;
-        for (const auto& f : failures) list += (list.empty() ? "" : ", ") + f;
-        return failed(std::to_string(failures.size()) + " step" + (failures.size() == 1 ? "" : "s") +
-                      " failed: " + list);
-    }
+    fixup_run run;
+    run.skip = opts.skip;
+    run.only = opts.only;
+    run.mode = opts.dry_run ? fixup::dry_run::yes : fixup::dry_run::no;
+    run.say = say;
+    run.complain = [](const std::string& line) {
+        std::fflush(stdout);
+        std::fprintf(stderr, "kaclone fixup: %s\n", line.c_str());
+    };
+    if (const auto failures = run_fixup_steps(facts, run); !failures.empty()) return failed(failed_steps_text(failures));
     if (opts.dry_run) say("dry run: nothing changed in " + facts.target);
     return exit_ok;
 }
@@ -171,7 +142,7 @@ subcommand add_fixup(CLI::App& app) {
         "Steps, in order: fstab, identity, network, initramfs, bootloader, hooks. Each is named,\n"
         "prints what it changes (FILE: old -> new), is skipped with a reason when it does not\n"
         "apply, and a second run changes nothing. A failing step does not stop the others; the\n"
-        "command then exits 1. The whole-machine clone (`join --disk`, not built yet) will run them itself.\n\n"
+        "command then exits 1. The whole-machine clone (`join --disk`) runs them itself.\n\n"
         "Examples:\n  kaclone fixup /mnt/clone --disk /dev/sdb --hostname node07\n"
         "  kaclone fixup /mnt/clone --disk /dev/sdb --hostnames hosts.txt --skip bootloader --dry-run");
     cmd->add_option("TARGET", opts->target, "Root directory of the clone")->required()->check(CLI::ExistingDirectory);

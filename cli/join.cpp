@@ -5,8 +5,10 @@
 #include <optional>
 #include <string>
 
+#include <kaclone/fixup.hpp>
 #include <kaclone/session.hpp>
 
+#include "clone_sink.hpp"
 #include "commands.hpp"
 #include "json.hpp"
 #include "options.hpp"
@@ -24,6 +26,8 @@ struct join_options {
     std::string exec;
     std::string disk;
     bool yes = false;
+    std::string target = "/mnt/kaclone";
+    std::string hostname;
     unsigned retries = 5;
     bool json = false;
     std::string key_file;
@@ -38,7 +42,10 @@ int run_join(const CLI::App& command, const join_options& opts) {
     if (const auto problem = relay_options_problem(opts.relay); !problem.empty()) return usage_error(command, problem);
     if (opts.json && opts.sink == "-")
         return usage_error(command, "--json prints on stdout, which --sink - already uses; store to a file or use --exec");
-    if (!opts.disk.empty()) return not_built_yet(command);
+    if (!opts.hostname.empty() && !fixup::valid_hostname(opts.hostname))
+        return usage_error(command, "--hostname: '" + opts.hostname + "' is not a valid host name");
+    if (!opts.disk.empty() && !opts.yes)
+        return usage_error(command, "--disk " + opts.disk + " is erased: confirm with --yes");
     auto key = load_key_option(opts.key_file);
     if (!key) {
         log_line(key.error().message());
@@ -49,7 +56,27 @@ int run_join(const CLI::App& command, const join_options& opts) {
     const bool tree = opts.exec.empty() && std::filesystem::is_directory(opts.sink, dir_ec);
     std::optional<tree_sink> tree_target;
     std::optional<opened_sink> sink;
-    if (tree) {
+    std::optional<disk_sink> clone;
+    node_status status;
+    progress_line progress{"stored", 0};
+    // Every line of this node's log goes to stderr and, for the server's logs, to `status`.
+    const auto say = [&progress, &status](const std::string& line) {
+        progress.clear();
+        log_line(line);
+        status.log(line);
+    };
+    if (!opts.disk.empty()) {
+        const std::string target = std::filesystem::absolute(opts.target).lexically_normal().string();
+        auto started = disk_sink::start({opts.disk, target, opts.hostname}, status, [&progress](const std::string& line) {
+            progress.clear();
+            log_line(line);
+        });
+        if (!started) {
+            log_line(started.error().message());
+            return exit_failed;
+        }
+        clone.emplace(*std::move(started));
+    } else if (tree) {
         auto started = tree_sink::start(opts.sink, [](const std::string& line) { log_line(line); });
         if (!started) {
             log_line(started.error().message());
@@ -65,24 +92,29 @@ int run_join(const CLI::App& command, const join_options& opts) {
         sink.emplace(*std::move(opened));
     }
     relay_stats stats;
-    progress_line progress{"stored", 0};
     join_config config;
     config.session = opts.session;
     config.server = opts.server;
     config.retries = opts.retries;
     config.key = *key;
-    config.sink = tree_target ? tree_target->sink() : sink->sink();
+    config.sink = clone ? clone->sink() : tree_target ? tree_target->sink() : sink->sink();
+    if (clone) {
+        config.status = &status;
+        config.after_stream = [&clone] { return clone->finish(); };
+    }
     config.relay = opts.relay;
     config.on_tick = [&progress](const relay_stats& s) { progress.update(s.stored_bytes.load()); };
-    config.log = [&progress](const std::string& line) {
-        progress.clear();
-        log_line(line);
+    config.log = say;
+    config.on_event = [&opts, &clone](const session_event& e) {
+        if (clone && e.what == session_event::kind::assigned) clone->set_node(e.node);
+        if (opts.json) print_json_line(event_json(opts.session, e));
     };
-    if (opts.json) config.on_event = [&opts](const session_event& e) { print_json_line(event_json(opts.session, e)); };
     auto report = join_session(config, stats);
     progress.clear();
     image::extract_stats extracted;
-    auto finished = tree_target ? tree_target->finish(extracted) : sink->finish();
+    result<void> finished;
+    if (tree_target) finished = tree_target->finish(extracted);
+    else if (sink) finished = sink->finish();
     if (!finished && tree_target)
         finished = error{finished.error().code, "extracting into " + opts.sink + ": " + finished.error().where};
     if (!report || !finished) {
@@ -124,7 +156,11 @@ subcommand add_join(CLI::App& app) {
     cmd->footer(
         "Finds the server of the session by UDP broadcast (or uses --server), receives the\n"
         "stream from its parent in the chain, verifies and stores it and forwards it to its child.\n"
-        "Exits 0 once the stream is stored and verified and the server has released the node.\n\n"
+        "Exits 0 once the stream is stored and verified and the server has released the node.\n"
+        "With --disk the node becomes a clone of the golden node: it checks that the disk can take\n"
+        "the golden layout, partitions and formats it, extracts every filesystem while it forwards\n"
+        "the stream, runs the fixups (fstab UUIDs, identity, network, initramfs, bootloader, hooks;\n"
+        "see `kaclone fixup --help`), unmounts, and reports each phase and its log to the server.\n\n"
         "Examples:\n"
         "  kaclone join --disk /dev/sda --yes                     become a clone of the golden node\n"
         "  kaclone join --sink image.raw --server 10.0.0.1        store a broadcast file\n"
@@ -135,7 +171,10 @@ subcommand add_join(CLI::App& app) {
     cmd->add_option("--sink", opts->sink, "Store the stream in a file, block device or - (stdout), or extract a tree into a directory");
     cmd->add_option("--exec", opts->exec, "Pipe the stream into this shell command's stdin");
     cmd->add_option("--disk", opts->disk, "Lay out this disk and install the golden node's system on it");
-    cmd->add_flag("--yes", opts->yes, "Confirm that --disk may be overwritten");
+    cmd->add_flag("--yes", opts->yes, "Confirm that --disk may be overwritten (required with --disk)");
+    cmd->add_option("--target", opts->target, "With --disk: where the clone's filesystems are mounted while it is made")
+        ->capture_default_str();
+    cmd->add_option("--hostname", opts->hostname, "With --disk: the clone's host name (default: the server's --hostnames file, else the golden node's)");
     cmd->add_option("--retries", opts->retries, "Discovery attempts before giving up")->capture_default_str()->check(CLI::PositiveNumber);
     cmd->add_flag("--json", opts->json, "Print events as JSON lines on stdout (see README)");
     add_key_option(*cmd, opts->key_file);
@@ -143,6 +182,8 @@ subcommand add_join(CLI::App& app) {
     cmd->get_option("--sink")->excludes(cmd->get_option("--exec"));
     cmd->get_option("--disk")->excludes(cmd->get_option("--sink"))->excludes(cmd->get_option("--exec"));
     cmd->get_option("--yes")->needs(cmd->get_option("--disk"));
+    cmd->get_option("--target")->needs(cmd->get_option("--disk"));
+    cmd->get_option("--hostname")->needs(cmd->get_option("--disk"));
     return {cmd, [cmd, opts] { return run_join(*cmd, *opts); }};
 }
 

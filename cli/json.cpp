@@ -89,6 +89,7 @@ const char* event_name(session_event::kind k) {
         case session_event::kind::node_done: return "node_done";
         case session_event::kind::node_failed: return "node_failed";
         case session_event::kind::released: return "released";
+        case session_event::kind::phase: return "phase";
     }
     return "unknown";
 }
@@ -108,6 +109,10 @@ json_object event_json(std::string_view session, const session_event& e) {
         case session_event::kind::node_done:
         case session_event::kind::node_failed: o.add("bytes", e.bytes); break;
         default: break;
+    }
+    if (e.what == session_event::kind::phase) {
+        o.add("phase", e.message).add("detail", e.detail);
+        return o;
     }
     if (!e.message.empty()) o.add(e.what == session_event::kind::node_done ? "digest" : "message", e.message);
     return o;

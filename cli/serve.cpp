@@ -3,17 +3,21 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include <kaclone/manifest.hpp>
 #include <kaclone/session.hpp>
 #include <kaclone/units.hpp>
 
+#include "clone_source.hpp"
 #include "commands.hpp"
 #include "json.hpp"
+#include "node_table.hpp"
 #include "options.hpp"
 #include "progress.hpp"
 #include "relay_options.hpp"
@@ -28,6 +32,14 @@ struct serve_options {
     std::string source;
     std::string disk;
     std::string desc;
+    std::string root = "/";
+    std::vector<std::string> raw;
+    std::string mbr;
+    std::vector<std::string> mbr_file;  // DRIVE FILE
+    std::string bootloader = "grub";
+    std::string initrd_args;
+    std::string hostnames;
+    std::string logs;
     std::vector<std::string> excludes;
     std::uint16_t port = 0;
     unsigned min_nodes = 0;
@@ -104,6 +116,52 @@ bool print_json_report(const std::string& session, const serve_report& report) {
     return good == report.nodes.size();
 }
 
+// A whole-machine clone's summary: each node's result and the time it spent in each phase,
+// then the last log lines of every node that failed.
+void print_phase_times(const serve_report& report) {
+    using protocol::node_phase;
+    const auto secs = [](const node_report& n, node_phase p) { return seconds(n.phase_time[static_cast<std::size_t>(p)]); };
+    std::printf("%-4s %-15s %-7s %8s %8s %8s %8s %8s %8s\n", "NODE", "ADDRESS", "RESULT", "WAITING", "RECEIVE", "LAYOUT", "EXTRACT",
+                "FIXUP", "TOTAL");
+    for (const node_report& n : report.nodes) {
+        double total = 0;
+        for (const auto& t : n.phase_time) total += seconds(t);
+        std::printf("%-4u %-15s %-7s %8.1f %8.1f %8.1f %8.1f %8.1f %8.1f\n", n.node, n.address.c_str(),
+                    n.phase == node_phase::done ? "ok" : "failed", secs(n, node_phase::waiting), secs(n, node_phase::receiving),
+                    secs(n, node_phase::layout), secs(n, node_phase::extracting), secs(n, node_phase::fixup), total);
+    }
+    for (const node_report& n : report.nodes) {
+        if (n.phase == node_phase::done || n.last_lines.empty()) continue;
+        std::printf("last lines of node %u (%s):\n", n.node, n.address.c_str());
+        for (const auto& line : n.last_lines) std::printf("  %s\n", line.c_str());
+    }
+    std::fflush(stdout);
+}
+
+// The nodes' logs under --logs: DIR/NAME.log, or DIR/NAME-ADDRESS.log when several nodes
+// share a host name. Names are fixed once every node is assigned (before any log line).
+class node_logs {
+public:
+    explicit node_logs(std::string dir) : dir_(std::move(dir)) {}
+    void assigned(std::uint32_t node, const std::string& name, const std::string& address) { nodes_[node] = {name, address}; }
+    void write(const node_report& n, const std::string& line) {
+        auto it = files_.find(n.node);
+        if (it == files_.end()) {
+            std::string file = n.name.empty() ? n.address : n.name;
+            for (const auto& [other, who] : nodes_)
+                if (other != n.node && who.first == n.name) file = n.name + "-" + n.address;
+            it = files_.emplace(n.node, std::ofstream(dir_ + "/" + file + ".log", std::ios::app)).first;
+        }
+        it->second << line << '\n';
+        it->second.flush();
+    }
+
+private:
+    std::string dir_;
+    std::map<std::uint32_t, std::pair<std::string, std::string>> nodes_;
+    std::map<std::uint32_t, std::ofstream> files_;
+};
+
 // --order FILE: one host name or address per line; blank lines and # comments allowed.
 result<std::vector<std::string>> read_order_file(const std::string& path) {
     std::ifstream in(path);
@@ -133,7 +191,9 @@ int run_serve(const CLI::App& command, const serve_options& opts) {
     const bool tree = opts.disk.empty() && std::filesystem::is_directory(opts.source, dir_ec);
     if (!opts.excludes.empty() && opts.disk.empty() && !tree)
         return usage_error(command, "--exclude needs --disk or a directory --source");
-    if (!opts.disk.empty()) return not_built_yet(command);
+    if (!opts.mbr_file.empty() && disk_path(opts.mbr_file[0]) != disk_path(opts.disk))
+        return usage_error(command, "--mbr-file " + opts.mbr_file[0] + ": the boot code is written to the clones of --disk " +
+                                        opts.disk + ", give that drive");
     std::vector<std::string> order;
     if (!opts.order_file.empty()) {
         auto read = read_order_file(opts.order_file);
@@ -149,8 +209,44 @@ int run_serve(const CLI::App& command, const serve_options& opts) {
         return exit_failed;
     }
     std::optional<tree_source> tree_stream;
+    std::optional<disk_source> clone;
+    std::optional<node_logs> logs;
     opened_source source_file;
-    if (tree) {
+    if (!opts.disk.empty()) {
+        disk_source_options o;
+        o.session = opts.session;
+        o.disk = opts.disk;
+        o.root = opts.root;
+        o.desc_file = opts.desc;
+        o.excludes = opts.excludes;
+        o.raw = opts.raw;
+        o.mbr_drive = opts.mbr;
+        if (!opts.mbr_file.empty()) o.mbr_file = opts.mbr_file[1];
+        o.bootloader = opts.bootloader;
+        o.initrd_args = opts.initrd_args;
+        o.hostnames_file = opts.hostnames;
+        auto prepared = disk_source::prepare(o, log_line);
+        if (!prepared) {
+            log_line(prepared.error().message());
+            return exit_failed;
+        }
+        clone.emplace(*std::move(prepared));
+        const std::string dir = opts.logs.empty() ? "/var/log/kaclone/" + opts.session : opts.logs;
+        std::error_code ec;
+        std::filesystem::create_directories(dir, ec);
+        if (ec) {
+            log_line("--logs " + dir + ": " + ec.message());
+            return exit_failed;
+        }
+        std::ofstream(dir + "/manifest") << manifest::encode(clone->content());
+        log_line("nodes' logs go to " + dir);
+        logs.emplace(dir);
+        if (auto ok = clone->start(log_line); !ok) {
+            log_line(ok.error().message());
+            return exit_failed;
+        }
+        source_file.fd = clone->fd();
+    } else if (tree) {
         auto started = tree_source::start(opts.source, {opts.excludes.begin(), opts.excludes.end()},
                                           [](const std::string& line) { log_line(line); });
         if (!started) {
@@ -181,17 +277,42 @@ int run_serve(const CLI::App& command, const serve_options& opts) {
     config.key = *key;
     config.source_fd = source_file.fd;
     config.source_bytes = source_file.bytes;
+    config.expected_bytes = clone ? clone->expected_bytes() : 0;
     config.relay = opts.relay;
     if (const char* flip = std::getenv("KACLONE_FAULT_FLIP_BYTE")) config.relay.fault_flip_byte = std::strtoull(flip, nullptr, 10);
     if (const char* forge = std::getenv("KACLONE_FAULT_FORGE_BYTE")) config.relay.fault_forge_byte = std::strtoull(forge, nullptr, 10);
-    config.on_tick = [&progress](const relay_stats& s) { progress.update(s.acked_bytes.load()); };
-    config.log = [&progress](const std::string& line) {
+    live_table view;
+    if (clone) {
+        // The live view: a row per node, redrawn once a second (a terminal only).
+        config.on_nodes = [&view, &config](const std::vector<node_report>& nodes) {
+            std::vector<protocol::status_row> rows;
+            for (const auto& n : nodes) rows.push_back(row_of(n));
+            view.show(format_node_table(rows, config.expected_bytes));
+        };
+        config.on_node_log = [&logs](const node_report& n, const std::string& line) { logs->write(n, line); };
+    } else {
+        config.on_tick = [&progress](const relay_stats& s) { progress.update(s.acked_bytes.load()); };
+    }
+    config.log = [&progress, &view](const std::string& line) {
         progress.clear();
+        view.clear();
         log_line(line);
     };
-    if (opts.json) config.on_event = [&opts](const session_event& e) { print_json_line(event_json(opts.session, e)); };
+    config.on_event = [&opts, &logs](const session_event& e) {
+        if (logs && e.what == session_event::kind::assigned) logs->assigned(e.node, e.name, e.address);
+        if (opts.json) print_json_line(event_json(opts.session, e));
+    };
     auto report = serve_session(config, stats);
     progress.clear();
+    view.clear();
+    // The bundle's writer: whether it sent every filesystem whole.
+    bool clone_ok = true;
+    if (clone) {
+        if (auto sent = clone->finish(); !sent) {
+            log_line("sending " + disk_path(opts.disk) + ": " + sent.error().message());
+            clone_ok = false;
+        }
+    }
     // The tree's writer: what it sent, or why the stream it produced is not the whole tree.
     bool tree_ok = true;
     if (tree_stream) {
@@ -210,7 +331,8 @@ int run_serve(const CLI::App& command, const serve_options& opts) {
         return exit_failed;
     }
     const bool nodes_ok = opts.json ? print_json_report(opts.session, *report) : print_report(*report);
-    return nodes_ok && tree_ok ? exit_ok : exit_failed;
+    if (clone && !opts.json) print_phase_times(*report);
+    return nodes_ok && tree_ok && clone_ok ? exit_ok : exit_failed;
 }
 
 }  // namespace
@@ -235,7 +357,23 @@ subcommand add_serve(CLI::App& app) {
     cmd->add_option("--source", opts->source, "Send a file, block device, - (stdin) or a directory tree (one filesystem)");
     cmd->add_option("--disk", opts->disk, "Clone this disk's partition layout and filesystems (e.g. sda)");
     cmd->add_option("--desc", opts->desc, "Partition description file (default: derived from --disk)");
-    cmd->add_option("--exclude", opts->excludes, "Do not send this directory's content, only the directory itself (repeatable; relative to a directory --source)");
+    cmd->add_option("--exclude", opts->excludes,
+                    "Do not send this directory's content, only the directory itself (repeatable; with --disk as the golden "
+                    "system sees it, e.g. /tmp; relative to a directory --source)");
+    cmd->add_option("--root", opts->root, "With --disk: where the golden system's root filesystem is mounted")->capture_default_str();
+    cmd->add_option("--raw", opts->raw, "With --disk: send this partition byte for byte (number, sda3 or /dev/sda3; repeatable)");
+    auto* mbr = cmd->add_option("--mbr", opts->mbr, "With --disk: send the boot code (first 446 bytes) of this drive");
+    cmd->add_option("--mbr-file", opts->mbr_file, "With --disk: send the boot code in FILE (exactly 446 bytes) for DRIVE")
+        ->expected(2)
+        ->type_name("DRIVE FILE")
+        ->excludes(mbr);
+    cmd->add_option("--bootloader", opts->bootloader, "With --disk: grub, or none to leave the clones' boot loader alone")
+        ->check(CLI::IsMember({"grub", "none"}))
+        ->capture_default_str();
+    cmd->add_option("--initrd-args", opts->initrd_args, "With --disk: extra arguments for the clones' initramfs tool");
+    cmd->add_option("--hostnames", opts->hostnames, "With --disk: file of `MAC-or-IP name` lines naming the clones")
+        ->check(CLI::ExistingFile);
+    cmd->add_option("--logs", opts->logs, "With --disk: keep every node's log here (default /var/log/kaclone/SESSION)");
     cmd->add_option("--port", opts->port, "Control port (default: chosen automatically)");
     cmd->add_option("--min", opts->min_nodes, "With --wait: start at the deadline if at least this many nodes joined")
         ->check(CLI::PositiveNumber);
@@ -255,7 +393,8 @@ subcommand add_serve(CLI::App& app) {
     add_relay_options(*cmd, opts->relay);
     cmd->get_option("--source")->excludes(cmd->get_option("--disk"));
     // Only a disk clone has a layout to describe; --exclude also works with a directory --source.
-    cmd->get_option("--desc")->needs(cmd->get_option("--disk"));
+    for (const char* name : {"--desc", "--root", "--raw", "--mbr", "--mbr-file", "--bootloader", "--initrd-args", "--hostnames", "--logs"})
+        cmd->get_option(name)->needs(cmd->get_option("--disk"));
     cmd->get_option("--min")->needs(cmd->get_option("--wait"));
     return {cmd, [cmd, opts] { return run_serve(*cmd, *opts); }};
 }
