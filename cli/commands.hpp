@@ -28,9 +28,6 @@ inline constexpr int exit_ok = 0;
 inline constexpr int exit_failed = 1;
 inline constexpr int exit_usage = 2;
 
-// For a subcommand whose engine is not built yet: says so on stderr and returns exit_failed.
-int not_built_yet(const CLI::App& command);
-
 // A usage error found after parsing (a missing or conflicting option): the reason and the hint
 // to --help on stderr, like CLI11's own errors; returns exit_usage.
 int usage_error(const CLI::App& command, const std::string& reason);

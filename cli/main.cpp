@@ -10,12 +10,6 @@
 
 namespace kaclone::cli {
 
-int not_built_yet(const CLI::App& command) {
-    std::fprintf(stderr, "kaclone %s: not built yet in kaclone %s\n", command.get_name().c_str(),
-                 KACLONE_VERSION);
-    return exit_failed;
-}
-
 int usage_error(const CLI::App& command, const std::string& reason) {
     std::fprintf(stderr, "kaclone %s: %s\nRun 'kaclone %s --help' for usage.\n", command.get_name().c_str(),
                  reason.c_str(), command.get_name().c_str());

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The kaclone executable's command line: help lists every command, usage errors exit 2 with a
-# one-line reason and a hint, commands not built yet say so and exit 1.
+# one-line reason and a hint; failures that are not usage errors exit 1 with a message.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -88,5 +88,29 @@ run_capture "$KACLONE" go --session cli-usage-nobody --server 127.0.0.1 --retrie
 expect_eq "go without a server: exit code" "$rc" 1
 expect_eq "go without a server: message" "$err" \
     "kaclone go: no server for session 'cli-usage-nobody' answered after 1 attempt (asked 127.0.0.1): no server answered"
+
+# The whole-machine clone: nothing is erased without --yes; a missing disk is named.
+run_capture "$KACLONE" join --disk "$work/no-such-disk"
+expect_eq "join --disk without --yes: exit code" "$rc" 2
+expect_eq "join --disk without --yes: message" "$err" "kaclone join: --disk $work/no-such-disk is erased: confirm with --yes
+Run 'kaclone join --help' for usage."
+run_capture "$KACLONE" join --disk "$work/no-such-disk" --yes --server 127.0.0.1 --retries 1
+expect_eq "join --disk of a missing disk: exit code" "$rc" 1
+expect_eq "join --disk of a missing disk: message" "$err" "kaclone join: open $work/no-such-disk: No such file or directory"
+run_capture "$KACLONE" serve --nodes 1 --disk "$work/no-such-disk"
+expect_eq "serve --disk of a missing disk: exit code" "$rc" 1
+expect_eq "serve --disk of a missing disk: message" "$err" "kaclone serve: open $work/no-such-disk: No such file or directory"
+run_capture "$KACLONE" serve --nodes 1 --disk sda --mbr-file sdb "$work/no-such-disk"
+expect_eq "serve --mbr-file for another drive: exit code" "$rc" 2
+expect_eq "serve --mbr-file for another drive: message" "$err" "kaclone serve: --mbr-file sdb: the boot code is written to the clones of --disk sda, give that drive
+Run 'kaclone serve --help' for usage."
+run_capture "$KACLONE" serve --nodes 1 --source /dev/null --root /
+expect_eq "serve --root without --disk: exit code" "$rc" 2
+expect_eq "serve --root without --disk: message" "$err" "kaclone serve: --root requires --disk
+Run 'kaclone serve --help' for usage."
+run_capture "$KACLONE" status --session cli-usage-nobody --server 127.0.0.1 --retries 1
+expect_eq "status without a server: exit code" "$rc" 1
+expect_eq "status without a server: message" "$err" \
+    "kaclone status: no server for session 'cli-usage-nobody' answered after 1 attempt (asked 127.0.0.1): no server answered"
 
 echo "PASS: cli usage"
