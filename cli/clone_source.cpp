@@ -18,12 +18,21 @@
 #include <kaclone/bundle.hpp>
 #include <kaclone/desc.hpp>
 #include <kaclone/desc_derive.hpp>
+#include <kaclone/error_category.hpp>
 #include <kaclone/fixup.hpp>
 
 namespace kaclone::cli {
 namespace {
 
-error invalid(std::string what) { return error{std::make_error_code(std::errc::invalid_argument), std::move(what)}; }
+// What serve --disk refuses: the golden disk as it is would give broken clones.
+enum class clone_errc { refused = 1 };
+const char* describe(clone_errc) noexcept { return "refused before any node was touched"; }
+const std::error_category& clone_category() noexcept {
+    static const enum_category<clone_errc> instance{"kaclone.clone", describe};
+    return instance;
+}
+
+error invalid(std::string what) { return error{{static_cast<int>(clone_errc::refused), clone_category()}, std::move(what)}; }
 
 result<std::string> read_text(const std::string& path) {
     std::ifstream in(path);
@@ -120,7 +129,7 @@ result<disk_source> disk_source::prepare(const disk_source_options& options, con
         if (!f.mount.empty()) {
             trees.push_back(&f);
         } else if (!raw && f.type != "swap" && !f.type.empty()) {
-            return invalid(f.node + " holds a " + f.type + " filesystem that is not mounted below " + root +
+            return invalid(f.node + " holds a filesystem (" + f.type + ") that is not mounted below " + root +
                            "; mount it there (the clone would get it empty), or send it byte for byte with --raw " +
                            std::to_string(f.number));
         }

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# The whole-machine clone when things go wrong, and what the operator sees: serve refuses a
+# golden filesystem that is not mounted (before any node is touched); `kaclone status` shows
+# the joined nodes while the server waits; a node whose disk is too small fails at its layout,
+# says why, and the two others (one of them its child in the chain) finish their clones; the
+# server exits 1, keeps three logs, and its JSON shows each node's phases in order.
+set -euo pipefail
+source "$(dirname "$0")/private_mounts.sh"
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/cluster_lib.sh"
+require_netns
+command -v losetup >/dev/null || skip "needs losetup (util-linux)"
+[ -e /dev/loop-control ] || skip "no /dev/loop-control: loop devices are not available here"
+for tool in blkid mkfs.ext4 sha256sum; do
+    command -v "$tool" >/dev/null || fail "$tool is missing (scripts/setup installs it)"
+done
+
+loops=()
+detach_loops() {
+    local dev target
+    while read -r target; do umount "$target" 2>/dev/null || umount -l "$target" || true; done \
+        < <(findmnt -rn -o TARGET | grep "^$work/" | sort -r)
+    for dev in "${loops[@]}"; do losetup -d "$dev" 2>/dev/null || true; done
+}
+on_exit detach_loops
+new_loop() {  # new_loop FILE SIZE: a loop device on a new sparse file, in $loop
+    truncate -s "$2" "$1"
+    loop=$(losetup --find --show --partscan "$1") || skip "cannot attach loop devices here"
+    loops+=("$loop")
+}
+
+# The golden disk: / and /data, mounted at $golden.
+new_loop "$work/golden.img" 128M
+gdisk=$loop golden=$work/golden
+printf 'linux 64 fs=ext4 mount=/\nlinux 32 fs=ext4 mount=/data\n' >"$work/golden.desc"
+"$KACLONE" layout --desc "$work/golden.desc" "$gdisk" --target "$golden" --yes >"$work/layout.log" ||
+    fail "layout of the golden disk failed: $(cat "$work/layout.log")"
+mkdir -p "$golden/etc" "$golden/data/set"
+head -c 3M /dev/urandom >"$golden/data/set/blob"
+echo golden >"$golden/etc/hostname"
+echo "UUID=$(blkid -p -o value -s UUID "${gdisk}p1") / ext4 defaults 0 1" >"$golden/etc/fstab"
+echo "UUID=$(blkid -p -o value -s UUID "${gdisk}p2") /data ext4 defaults 0 2" >>"$golden/etc/fstab"
+blob_sha=$(sha "$golden/data/set/blob")
+
+cluster_up 3
+
+# ---- a golden filesystem that is not mounted is refused before anything starts ----
+new_run unmounted
+umount "$golden/data"
+start_serve 30 --session cf --nodes 3 --disk "$gdisk" --root "$golden" --logs "$run/logs"
+wait_rc "$serve_pid"
+expect_eq "serve with /data unmounted: exit code" "$rc" 1
+expect_eq "serve with /data unmounted: message" "$(cat "$run/serve.err")" \
+    "kaclone serve: ${gdisk}p2 holds a filesystem (ext4) that is not mounted below $golden; mount it there (the clone would get it empty), or send it byte for byte with --raw 2: refused before any node was touched"
+mount "${gdisk}p2" "$golden/data"
+
+# ---- the session: nodes 1 and 3 have room, node 2 (in the middle of the chain) has not ----
+new_run session
+new_loop "$work/node1.img" 256M; disk[1]=$loop
+new_loop "$work/node2.img" 64M; disk[2]=$loop
+new_loop "$work/node3.img" 256M; disk[3]=$loop
+start_serve 180 --session cf --nodes 3 --disk "$gdisk" --root "$golden" --logs "$run/logs" --bootloader none --json
+for i in 1 2; do
+    start_join "$i" 180 --session cf --server "$(node_ip 0)" --disk "${disk[i]}" --yes --target "/run/kaclone-cf-$i"
+done
+wait_lines "$run/serve.err" "joined, 2 of 3"
+
+# kaclone status from another namespace: the two nodes that joined, waiting.
+run_capture ip netns exec "${prefix}3" "$KACLONE" status --session cf --server "$(node_ip 0)"
+expect_eq "status while waiting: exit code" "$rc" 0
+expect_eq "status while waiting: state" "$(head -n1 <<<"$out")" "session 'cf': waiting for nodes: 2 of 3 joined"
+expect_eq "status while waiting: rows" "$(tail -n +3 <<<"$out" | awk '{print $1, $3, $4, $5}' | sort | paste -sd' ')" \
+    "- $(node_ip 1) - waiting - $(node_ip 2) - waiting"
+
+start_join 3 180 --session cf --server "$(node_ip 0)" --disk "${disk[3]}" --yes --target /run/kaclone-cf-3
+wait_session 3
+expect_rc "serve" "$serve_rc" 1 "$run/serve.err"
+expect_rc "node 1" "${join_rc[1]}" 0 "$run/join1.err"
+expect_rc "node 2" "${join_rc[2]}" 1 "$run/join2.err"
+expect_rc "node 3" "${join_rc[3]}" 0 "$run/join3.err"
+too_small="the server's description:1 (partitions need 97 MiB but the disk ${disk[2]} has 64 MiB): partition does not fit on the disk"
+grep -qF -- "$too_small" "$run/join2.err" || fail "node 2 does not say that its disk is too small:
+$(tail -n 5 "$run/join2.err")"
+
+# The server's JSON: node 2 failed with that reason, the others went through every phase.
+failed_line=$(grep '"event":"node_failed"' "$run/serve.out") || fail "no node_failed event in serve's JSON"
+expect_eq "failed node" "$(json_field "$failed_line" address)" "$(node_ip 2)"
+grep -qF -- "$too_small" <<<"$(json_field "$failed_line" message)" || fail "node_failed does not say why: $failed_line"
+for i in 1 3; do
+    phases=$(grep '"event":"phase"' "$run/serve.out" | grep "\"address\":\"$(node_ip "$i")\"" |
+        while read -r line; do json_field "$line" phase; done | paste -sd' ')
+    expect_eq "phases of node $i" "$phases" "receiving layout extracting extracting fixup done"
+done
+summary=$(grep '"event":"summary"' "$run/serve.out")
+expect_eq "summary: nodes ok" "$(json_field "$summary" ok)" 2
+
+# Every node's log is kept; node 2's says why it failed.
+expect_eq "log files" "$(ls "$run/logs" | grep -c '\.log$')" 3
+grep -lF -- "$too_small" "$run"/logs/*"$(node_ip 2)"*.log >/dev/null ||
+    fail "node 2's log on the server does not hold its error: $(ls "$run/logs")"
+
+# The two clones hold the golden data, under fstabs naming their own new filesystems.
+for i in 1 3; do
+    mkdir -p "$work/check$i"
+    mount -o ro "${disk[i]}p1" "$work/check$i"
+    mount -o ro "${disk[i]}p2" "$work/check$i/data"
+    expect_eq "node $i: the blob" "$(sha "$work/check$i/data/set/blob")" "$blob_sha"
+    expect_eq "node $i: fstab" "$(awk '{print $1, $2}' "$work/check$i/etc/fstab" | paste -sd' ')" \
+        "UUID=$(blkid -p -o value -s UUID "${disk[i]}p1") / UUID=$(blkid -p -o value -s UUID "${disk[i]}p2") /data"
+    umount "$work/check$i/data" "$work/check$i"
+done
+check_no_process 1 2 3
+echo "PASS: clone failure, status and logs"
