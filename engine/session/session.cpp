@@ -1004,13 +1004,14 @@ asio::awaitable<result<join_report>> join(asio::io_context& io, const join_confi
     co_return join_report{**plane.outcome, assignment.node, assignment.parent_address, wall};
 }
 
-asio::awaitable<result<std::uint32_t>> go(asio::io_context& io, const go_config& config) {
+// An operator's question (go, status) and the server's answer: connect, ask, prove the key,
+// read one message. A refusal is an error with the server's reason.
+asio::awaitable<result<protocol::message>> ask_server(asio::io_context& io, const go_config& config, protocol::message question) {
     auto link = co_await reach_server(io, {config.session, config.server, config.retries, config.log});
     if (!link) co_return std::move(link).error();
     tcp::socket& control = link->control;
     const std::string server_text = link->text;
-    const protocol::message ask = protocol::go{config.session};
-    auto said = co_await write_message(control, ask, server_text);
+    auto said = co_await write_message(control, question, server_text);
     if (!said) co_return std::move(said).error();
     auto proved = co_await give_proof(control, server_text, config.key, config.session, role::control_node, role::control_server,
                                       std::chrono::seconds(10));
@@ -1018,28 +1019,25 @@ asio::awaitable<result<std::uint32_t>> go(asio::io_context& io, const go_config&
     auto m = co_await read_message(control, server_text, std::chrono::seconds(10));
     if (!m) co_return std::move(m).error();
     if (auto* r = std::get_if<protocol::refuse>(&*m)) co_return session_error(session_errc::refused, r->reason);
+    co_return std::move(*m);
+}
+
+asio::awaitable<result<std::uint32_t>> go(asio::io_context& io, const go_config& config) {
+    protocol::message question = protocol::go{config.session};  // g++ 12: no temporaries in co_await
+    auto m = co_await ask_server(io, config, std::move(question));
+    if (!m) co_return std::move(m).error();
     const auto* a = std::get_if<protocol::go_answer>(&*m);
-    if (a == nullptr) co_return error{make_error_code(protocol::errc::unknown_type), server_text + ": expected an answer to go"};
+    if (a == nullptr) co_return error{make_error_code(protocol::errc::unknown_type), "the server did not answer go"};
     if (!a->ok) co_return session_error(session_errc::refused, a->reason);
     co_return a->nodes;
 }
 
 asio::awaitable<result<protocol::status_answer>> status(asio::io_context& io, const go_config& config) {
-    auto link = co_await reach_server(io, {config.session, config.server, config.retries, config.log});
-    if (!link) co_return std::move(link).error();
-    tcp::socket& control = link->control;
-    const std::string server_text = link->text;
-    const protocol::message ask = protocol::status_ask{config.session};
-    auto said = co_await write_message(control, ask, server_text);
-    if (!said) co_return std::move(said).error();
-    auto proved = co_await give_proof(control, server_text, config.key, config.session, role::control_node, role::control_server,
-                                      std::chrono::seconds(10));
-    if (!proved) co_return std::move(proved).error();
-    auto m = co_await read_message(control, server_text, std::chrono::seconds(10));
+    protocol::message question = protocol::status_ask{config.session};  // g++ 12: no temporaries in co_await
+    auto m = co_await ask_server(io, config, std::move(question));
     if (!m) co_return std::move(m).error();
-    if (auto* r = std::get_if<protocol::refuse>(&*m)) co_return session_error(session_errc::refused, r->reason);
     auto* a = std::get_if<protocol::status_answer>(&*m);
-    if (a == nullptr) co_return error{make_error_code(protocol::errc::unknown_type), server_text + ": expected a status answer"};
+    if (a == nullptr) co_return error{make_error_code(protocol::errc::unknown_type), "the server did not answer the status question"};
     co_return std::move(*a);
 }
 
