@@ -12,6 +12,7 @@
 #include <fstream>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <archive.h>
@@ -169,6 +170,24 @@ TEST_F(ImageTree, SparseFileKeepsItsHoles) {
     ASSERT_EQ(::pread(fd.get(), &c, 1, (off_t{1} << 30) - 1), 1);
     EXPECT_EQ(c, 'x');
     EXPECT_EQ(xstats_.data_bytes, 3u * 4096);
+}
+
+TEST_F(ImageTree, FileThatIsOneHoleStaysOne) {
+    {
+        unique_fd fd{::open((src_ / "hole").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644)};
+        ASSERT_TRUE(fd);
+        ASSERT_EQ(::ftruncate(fd.get(), off_t{64} << 20), 0);
+    }
+    write_file(src_ / "dense", std::string(10000, 'd'));
+
+    round_trip();
+
+    const auto st = lstat_of(dst_ / "hole");
+    EXPECT_EQ(st.st_size, off_t{64} << 20);
+    EXPECT_EQ(st.st_blocks, 0);
+    EXPECT_EQ(read_file(dst_ / "dense"), std::string(10000, 'd'));
+    EXPECT_EQ(wstats_.data_bytes, 10000u);
+    EXPECT_EQ(wstats_.warnings, 0u);
 }
 
 TEST_F(ImageTree, ExcludedDirIsKeptEmptyWithItsMode) {
@@ -347,6 +366,51 @@ TEST_F(HostileStream, HardlinkOutsideIsRefused) {
     EXPECT_EQ(r.error().where, "1 entry, the first h (its hardlink target " + target + " has an absolute path)");
     EXPECT_FALSE(fs::exists(fs::symlink_status(dst_ / "h")));
     EXPECT_EQ(lstat_of(outside_ / "shadow").st_nlink, 1u);
+}
+
+TEST_F(HostileStream, DirectoryReplacedBySymlinkIsNotFollowed) {
+    ASSERT_EQ(::chmod(outside_.c_str(), 0700), 0);
+    set_mtime(outside_, 1400000000, 0);
+
+    // "a" is checked as a real directory for a/h (refused for its target), then replaced.
+    auto r = extract({{"a", AE_IFDIR, {}, {}, {}}, hardlink("a/h", "/etc/shadow"), symlink("a", outside_.string()),
+                      file("a/escape", "evil")});
+
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().code, errc::refused_entries);
+    EXPECT_EQ(r.error().where, "2 entries, the first a/h (its hardlink target /etc/shadow has an absolute path)");
+    EXPECT_EQ(xstats_.refused, 2u);
+    EXPECT_FALSE(fs::exists(outside_ / "escape"));
+    EXPECT_EQ(fs::read_symlink(dst_ / "a"), outside_);
+    EXPECT_EQ(lstat_of(outside_).st_mode, S_IFDIR | 0700);
+    EXPECT_EQ(lstat_of(outside_).st_mtim.tv_sec, 1400000000);
+}
+
+TEST_F(HostileStream, DirectoryOverASymlinkDoesNotTouchItsTarget) {
+    ASSERT_EQ(::chmod(outside_.c_str(), 0700), 0);
+    set_mtime(outside_, 1400000000, 0);
+
+    auto r = extract({symlink("a", outside_.string()), {"a", AE_IFDIR, {}, {}, {}}, file("a/inside", "ok")});
+
+    ASSERT_TRUE(r) << r.error().message();
+    EXPECT_TRUE(fs::is_directory(fs::symlink_status(dst_ / "a")));
+    EXPECT_EQ(read_file(dst_ / "a/inside"), "ok");
+    EXPECT_TRUE(fs::is_empty(outside_));
+    EXPECT_EQ(lstat_of(outside_).st_mode, S_IFDIR | 0700);
+    EXPECT_EQ(lstat_of(outside_).st_mtim.tv_sec, 1400000000);
+}
+
+TEST_F(HostileStream, SymlinkBeyondPathMaxIsRefused) {
+    std::string deep;
+    for (int i = 0; i < 50; ++i) deep += std::string(100, static_cast<char>('a' + i % 26)) + "/";  // 5050 bytes
+
+    auto r = extract({file(deep + "leaf", "deep"), symlink(deep + "x", outside_.string()), file(deep + "x/escape", "evil")});
+
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().code, errc::refused_entries);
+    EXPECT_EQ(r.error().where, "1 entry, the first " + deep + "x/escape (its path goes through the symlink " + deep + "x)");
+    EXPECT_FALSE(fs::exists(outside_ / "escape"));
+    EXPECT_EQ(xstats_.entries, 2u);
 }
 
 // One ustar header block (and its data) by hand: libarchive's writer never gives a hardlink
@@ -552,6 +616,66 @@ TEST_F(ImageTreeRoot, CapabilityAndAclRoundTrip) {
     const ssize_t n = ::getxattr((dst_ / "ping").c_str(), "system.posix_acl_access", acl_back, sizeof(acl_back));
     ASSERT_EQ(n, static_cast<ssize_t>(sizeof(acl))) << std::strerror(errno);
     EXPECT_EQ(std::memcmp(acl_back, &acl, sizeof(acl)), 0);
+    EXPECT_EQ(xstats_.warnings, 0u);
+}
+
+// POSIX ACL xattr v2 with its entries (tag, perm, id), as the kernel stores it.
+std::string posix_acl(std::initializer_list<std::array<std::uint32_t, 3>> entries) {
+    std::string out(4, '\0');
+    out[0] = 2;
+    for (const auto& [tag, perm, id] : entries) {
+        char e[8];
+        const std::uint16_t t = static_cast<std::uint16_t>(tag), p = static_cast<std::uint16_t>(perm);
+        std::memcpy(e, &t, 2);
+        std::memcpy(e + 2, &p, 2);
+        std::memcpy(e + 4, &id, 4);
+        out.append(e, sizeof(e));
+    }
+    return out;
+}
+
+std::string xattr_of(const fs::path& p, const char* name) {
+    char buf[512];
+    const ssize_t n = ::lgetxattr(p.c_str(), name, buf, sizeof(buf));
+    return n < 0 ? std::string("(") + std::strerror(errno) + ")" : std::string(buf, static_cast<std::size_t>(n));
+}
+
+TEST_F(ImageTreeRoot, ExistingDirectoriesGetModeOwnerTimesAndAcls) {
+    constexpr std::uint32_t none = ~0u;
+    // user::rwx user:1000:r-x group::r-x mask::rwx other::r-x, and a default ACL with user:1001.
+    const std::string access = posix_acl({{0x01, 7, none}, {0x02, 5, 1000}, {0x04, 5, none}, {0x10, 7, none}, {0x20, 5, none}});
+    const std::string dflt = posix_acl({{0x01, 7, none}, {0x02, 7, 1001}, {0x04, 5, none}, {0x10, 7, none}, {0x20, 0, none}});
+    for (const auto& dir : {src_, src_ / "home"}) {
+        fs::create_directories(dir);
+        ASSERT_EQ(::lchown(dir.c_str(), 1234, 4321), 0);
+        ASSERT_EQ(::chmod(dir.c_str(), 02775), 0);
+        if (::lsetxattr(dir.c_str(), "system.posix_acl_access", access.data(), access.size(), 0) != 0 ||
+            ::lsetxattr(dir.c_str(), "system.posix_acl_default", dflt.data(), dflt.size(), 0) != 0)
+            GTEST_SKIP() << "the temp filesystem refuses POSIX ACLs: " << std::strerror(errno);
+    }
+    write_file(src_ / "home/file", "f");  // created after the directory's attributes, on both sides
+    set_mtime(src_ / "home", 1500000000, 123456789);
+    set_mtime(src_, 1500000001, 987654321);
+    // The target's own root and /home exist already (a fresh filesystem, a mount), with other
+    // modes and owners and no ACL.
+    fs::create_directory(dst_ / "home");
+    ASSERT_EQ(::chmod((dst_ / "home").c_str(), 0700), 0);
+    ASSERT_EQ(::chmod(dst_.c_str(), 0711), 0);
+
+    round_trip();
+
+    for (const auto& [dir, sec, nsec] : {std::tuple{dst_, 1500000001, 987654321}, std::tuple{dst_ / "home", 1500000000, 123456789}}) {
+        SCOPED_TRACE(dir);
+        const auto st = lstat_of(dir);
+        EXPECT_EQ(st.st_mode, S_IFDIR | 02775);
+        EXPECT_EQ(st.st_uid, 1234u);
+        EXPECT_EQ(st.st_gid, 4321u);
+        EXPECT_EQ(st.st_mtim.tv_sec, sec);
+        EXPECT_EQ(st.st_mtim.tv_nsec, nsec);
+        EXPECT_EQ(xattr_of(dir, "system.posix_acl_access"), access);
+        EXPECT_EQ(xattr_of(dir, "system.posix_acl_default"), dflt);
+    }
+    EXPECT_EQ(read_file(dst_ / "home/file"), "f");
     EXPECT_EQ(xstats_.warnings, 0u);
 }
 

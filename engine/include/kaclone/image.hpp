@@ -78,14 +78,16 @@ struct extract_stats {
 // directory; "." in the stream is the root itself). Never writes outside it: an entry with an
 // absolute path, a `..` component, or a parent path (or hardlink target) that goes through a
 // symlink is refused, named in a log line, and nothing is written for it; extraction goes on
-// with the next entry. Everything the writer keeps is restored, holes included; what the target
-// refuses (an xattr, an owner) is a warning naming the entry. After a refused or failed entry
-// the stream is still read to its end, and the result is errc::refused_entries or
-// errc::failed_entries (where: the count and the first entry). A stream that is not tar or is
-// truncated: errc::archive_failed, the rest of `in_fd` is read and dropped so that a writer on
-// the other end of a pipe is never left blocked. `in_fd` stays the caller's. Paths are handed
-// to libarchive as absolute ones, so the working directory does not move (unless a path is
-// longer than PATH_MAX: libarchive then reaches it by chdir).
+// with the next entry. Everything the writer keeps is restored, holes included, also on
+// directories that exist before extraction (the root itself, a mount point, lost+found: owner,
+// mode, times, xattrs and POSIX ACLs); what the target refuses (an xattr, an owner) is a
+// warning naming the entry. After a refused or failed entry the stream is still read to its
+// end, and the result is errc::refused_entries or errc::failed_entries (where: the count and
+// the first entry). A stream that is not tar or is truncated: errc::archive_failed, the rest of
+// `in_fd` is read and dropped so that a writer on the other end of a pipe is never left blocked.
+// `in_fd` stays the caller's. Paths are handed to libarchive as absolute ones, so the working
+// directory does not move (unless a path is longer than PATH_MAX: libarchive then reaches it
+// by chdir).
 result<void> extract_tree(int in_fd, const std::filesystem::path& target_root, const extract_options& options,
                           extract_stats& stats);
 
