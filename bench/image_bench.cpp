@@ -3,7 +3,10 @@
 // file data. The tree: KACLONE_BENCH_FILES small files (default 100000, 0.5 to 4 KiB, 200 per
 // directory) and three 32 MiB files, made once in KACLONE_BENCH_DIR (default TMPDIR or /tmp);
 // both sides write their stream through a pipe to a reader that drops it (GNU tar skips
-// reading file data when its archive is /dev/null).
+// reading file data when its archive is /dev/null). Besides the wall time, `cpu_s` is the CPU
+// time (user + system) of the timed part: kaclone's own process (its reader thread included),
+// or tar's and its pipe reader's as waited-for children. On a shared, busy machine the wall
+// time swings with the neighbours; the CPU time much less.
 #include <kaclone/image.hpp>
 
 #include <cstdint>
@@ -17,6 +20,7 @@
 
 #include <fcntl.h>
 #include <spawn.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -45,6 +49,34 @@ bool shell(const std::string& command) {
     int status = 0;
     while (::waitpid(pid, &status, 0) < 0) {}
     return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+// User + system CPU seconds of this process (`who` RUSAGE_SELF) or of its waited-for children
+// (RUSAGE_CHILDREN) so far.
+double cpu_seconds(int who) {
+    rusage usage{};
+    ::getrusage(who, &usage);
+    const auto seconds = [](const timeval& t) { return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6; };
+    return seconds(usage.ru_utime) + seconds(usage.ru_stime);
+}
+
+// Adds the CPU time of the timed part of one iteration to `total` (see cpu_seconds).
+class cpu_timer {
+public:
+    cpu_timer(int who, double& total) : who_(who), total_(total), start_(cpu_seconds(who)) {}
+    ~cpu_timer() { total_ += cpu_seconds(who_) - start_; }
+    cpu_timer(const cpu_timer&) = delete;
+    cpu_timer& operator=(const cpu_timer&) = delete;
+
+private:
+    int who_;
+    double& total_;
+    double start_;
+};
+
+void set_counters(benchmark::State& state, std::uint64_t data_bytes, double cpu_s) {
+    state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(data_bytes));
+    state.counters["cpu_s"] = benchmark::Counter(cpu_s / static_cast<double>(state.iterations()));
 }
 
 const bench_tree& tree() {
@@ -89,7 +121,9 @@ const bench_tree& tree() {
 
 void BM_WriteTree(benchmark::State& state) {
     const auto& t = tree();
+    double cpu_s = 0;
     for (auto _ : state) {
+        const cpu_timer timer{RUSAGE_SELF, cpu_s};
         int fds[2];
         if (::pipe2(fds, O_CLOEXEC) != 0) std::abort();
         kaclone::unique_fd read_end{fds[0]}, write_end{fds[1]};
@@ -103,22 +137,25 @@ void BM_WriteTree(benchmark::State& state) {
         reader.join();
         if (!r) state.SkipWithError(r.error().message().c_str());
     }
-    state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(t.data_bytes));
+    set_counters(state, t.data_bytes, cpu_s);
 }
 
 void BM_GnuTarCreate(benchmark::State& state) {
     const auto& t = tree();
+    double cpu_s = 0;
     for (auto _ : state) {
+        const cpu_timer timer{RUSAGE_CHILDREN, cpu_s};
         if (!shell("tar --create --one-file-system --sparse --xattrs --acls --numeric-owner -C '" + t.tree.string() +
                    "' -f - . | cat >/dev/null"))
             state.SkipWithError("tar --create failed");
     }
-    state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(t.data_bytes));
+    set_counters(state, t.data_bytes, cpu_s);
 }
 
 void BM_ExtractTree(benchmark::State& state) {
     const auto& t = tree();
     const auto target = t.base / "out-kaclone";
+    double cpu_s = 0;
     for (auto _ : state) {
         state.PauseTiming();
         fs::remove_all(target);
@@ -126,31 +163,35 @@ void BM_ExtractTree(benchmark::State& state) {
         ::sync();  // the previous run's writeback is not this run's cost
         kaclone::unique_fd in{::open(t.stream.c_str(), O_RDONLY | O_CLOEXEC)};
         state.ResumeTiming();
+        const cpu_timer timer{RUSAGE_SELF, cpu_s};
         kaclone::image::extract_stats stats;
         if (auto r = kaclone::image::extract_tree(in.get(), target, {}, stats); !r) state.SkipWithError(r.error().message().c_str());
     }
     fs::remove_all(target);
-    state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(t.data_bytes));
+    set_counters(state, t.data_bytes, cpu_s);
 }
 
 void BM_GnuTarExtract(benchmark::State& state) {
     const auto& t = tree();
     const auto target = t.base / "out-tar";
+    double cpu_s = 0;
     for (auto _ : state) {
         state.PauseTiming();
         fs::remove_all(target);
         fs::create_directory(target);
         ::sync();  // the previous run's writeback is not this run's cost
         state.ResumeTiming();
+        const cpu_timer timer{RUSAGE_CHILDREN, cpu_s};
         if (!shell("tar -x --pax-option=delete=hdrcharset --xattrs --acls -p --numeric-owner -C '" + target.string() + "' -f '" +
                    t.stream.string() + "'"))
             state.SkipWithError("tar -x failed");
     }
     fs::remove_all(target);
-    state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(t.data_bytes));
+    set_counters(state, t.data_bytes, cpu_s);
 }
 
-// Three runs each; compare the medians (a busy neighbour shows as spread).
+// Three runs each; compare the medians (a busy neighbour shows as spread). Run with
+// --benchmark_enable_random_interleaving=true so that a neighbour hits both sides alike.
 BENCHMARK(BM_WriteTree)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1)->Repetitions(3);
 BENCHMARK(BM_GnuTarCreate)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1)->Repetitions(3);
 BENCHMARK(BM_ExtractTree)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1)->Repetitions(3);
