@@ -93,6 +93,16 @@ result<disk_source> disk_source::prepare(const disk_source_options& options, con
     const std::string root = std::filesystem::weakly_canonical(options.root, ec).string();
     if (ec || !std::filesystem::is_directory(root)) return invalid("--root " + options.root + " is not a directory");
 
+    // Only the filesystems of `disk` are ever sent; an --exclude-disk says so for another disk
+    // (the old ka-d.sh option) and is refused for the disk being cloned.
+    for (const auto& other : options.exclude_disks) {
+        const std::string path = disk_path(other);
+        struct stat st {};
+        if (::stat(path.c_str(), &st) != 0) return last_sys_error("--exclude-disk " + path);
+        if (path == disk) return invalid("--exclude-disk " + other + " is the disk being cloned (--disk)");
+        log("--exclude-disk " + path + ": its filesystems are not sent (only those of " + disk + " are)");
+    }
+
     // The description: given, or derived from the disk with the mount points below root.
     desc::desc_file file;
     std::string desc_name = options.desc_file;

@@ -24,6 +24,7 @@ struct disk_source_options {
     std::string desc_file;   // "": derived from the disk
     std::vector<std::string> excludes;  // directories as the golden system sees them ("/tmp")
     std::vector<std::string> raw;       // partitions sent byte for byte: "3", "sda3", "/dev/sda3"
+    std::vector<std::string> exclude_disks;  // other disks of the golden node, named not to be sent
     std::string mbr_drive;              // --mbr: boot code read from this drive
     std::string mbr_file;               // --mbr-file: boot code read from this 446-byte file
     std::string bootloader = "grub";

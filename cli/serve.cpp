@@ -34,6 +34,7 @@ struct serve_options {
     std::string desc;
     std::string root = "/";
     std::vector<std::string> raw;
+    std::vector<std::string> exclude_disks;
     std::string mbr;
     std::vector<std::string> mbr_file;  // DRIVE FILE
     std::string bootloader = "grub";
@@ -220,6 +221,7 @@ int run_serve(const CLI::App& command, const serve_options& opts) {
         o.desc_file = opts.desc;
         o.excludes = opts.excludes;
         o.raw = opts.raw;
+        o.exclude_disks = opts.exclude_disks;
         o.mbr_drive = opts.mbr;
         if (!opts.mbr_file.empty()) o.mbr_file = opts.mbr_file[1];
         o.bootloader = opts.bootloader;
@@ -362,6 +364,9 @@ subcommand add_serve(CLI::App& app) {
                     "system sees it, e.g. /tmp; relative to a directory --source)");
     cmd->add_option("--root", opts->root, "With --disk: where the golden system's root filesystem is mounted")->capture_default_str();
     cmd->add_option("--raw", opts->raw, "With --disk: send this partition byte for byte (number, sda3 or /dev/sda3; repeatable)");
+    cmd->add_option("--exclude-disk", opts->exclude_disks,
+                    "With --disk: another disk of this machine not to send (none is: only --disk's filesystems are "
+                    "sent, never those of other disks mounted below --root; repeatable)");
     auto* mbr = cmd->add_option("--mbr", opts->mbr, "With --disk: send the boot code (first 446 bytes) of this drive");
     cmd->add_option("--mbr-file", opts->mbr_file, "With --disk: send the boot code in FILE (exactly 446 bytes) for DRIVE")
         ->expected(2)
@@ -393,7 +398,7 @@ subcommand add_serve(CLI::App& app) {
     add_relay_options(*cmd, opts->relay);
     cmd->get_option("--source")->excludes(cmd->get_option("--disk"));
     // Only a disk clone has a layout to describe; --exclude also works with a directory --source.
-    for (const char* name : {"--desc", "--root", "--raw", "--mbr", "--mbr-file", "--bootloader", "--initrd-args", "--hostnames", "--logs"})
+    for (const char* name : {"--desc", "--root", "--raw", "--exclude-disk", "--mbr", "--mbr-file", "--bootloader", "--initrd-args", "--hostnames", "--logs"})
         cmd->get_option(name)->needs(cmd->get_option("--disk"));
     cmd->get_option("--min")->needs(cmd->get_option("--wait"));
     return {cmd, [cmd, opts] { return run_serve(*cmd, *opts); }};

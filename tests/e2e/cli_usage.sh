@@ -104,6 +104,11 @@ run_capture "$KACLONE" serve --nodes 1 --disk sda --mbr-file sdb "$work/no-such-
 expect_eq "serve --mbr-file for another drive: exit code" "$rc" 2
 expect_eq "serve --mbr-file for another drive: message" "$err" "kaclone serve: --mbr-file sdb: the boot code is written to the clones of --disk sda, give that drive
 Run 'kaclone serve --help' for usage."
+truncate -s 1M "$work/disk.img"
+run_capture "$KACLONE" serve --nodes 1 --disk "$work/disk.img" --exclude-disk "$work/disk.img"
+expect_eq "serve --exclude-disk of the cloned disk: exit code" "$rc" 1
+expect_eq "serve --exclude-disk of the cloned disk: message" "$err" \
+    "kaclone serve: --exclude-disk $work/disk.img is the disk being cloned (--disk): refused before any node was touched"
 run_capture "$KACLONE" serve --nodes 1 --source /dev/null --root /
 expect_eq "serve --root without --disk: exit code" "$rc" 2
 expect_eq "serve --root without --disk: message" "$err" "kaclone serve: --root requires --disk
