@@ -324,6 +324,22 @@ std::string failed_proof(const error& e) {
     return e.code == protocol::errc::unauthenticated ? "wrong key (authentication failed)" : e.message();
 }
 
+// An operator's question (`what`: go, status) about session `asked`: "" when it may be
+// answered, else why not. The peer is told: a refuse for another session (in `answer`), or
+// demand_proof's own answer when it does not prove the key.
+asio::awaitable<std::string> check_operator(tcp::socket& socket, const std::string& peer, const serve_config& config,
+                                            const std::string& asked, const char* what, std::optional<protocol::message>& answer) {
+    if (asked != config.session) {
+        std::string refusal = "this server runs session '" + config.session + "', not '" + asked + "'";
+        answer = protocol::refuse{refusal};
+        co_return refusal;
+    }
+    auto proved = co_await demand_proof(socket, peer, config.key, config.session, role::control_node, role::control_server,
+                                        config.admission_timeout);
+    if (!proved) co_return std::string(what) + ": " + failed_proof(proved.error());
+    co_return std::string();
+}
+
 // Reads the first message of one control connection and acts on it: a hello joins (before
 // the start) or is refused; a go starts the session. Anything else is refused with one log
 // line naming the peer; the session goes on undisturbed.
@@ -370,14 +386,8 @@ asio::awaitable<void> greet(tcp::socket socket, const serve_config& config, admi
             co_return;
         }
     } else if (auto* g = std::get_if<protocol::go>(&*m)) {
-        if (g->session != config.session) {
-            refusal = "this server runs session '" + config.session + "', not '" + g->session + "'";
-            answer = protocol::refuse{refusal};
-        } else if (auto proved = co_await demand_proof(socket, peer, config.key, config.session, role::control_node,
-                                                       role::control_server, config.admission_timeout);
-                   !proved) {
-            refusal = "go: " + failed_proof(proved.error());
-        } else {
+        refusal = co_await check_operator(socket, peer, config, g->session, "go", answer);
+        if (refusal.empty()) {
             protocol::go_answer a;
             if (state.started) a.reason = "session '" + config.session + "' is already running";
             else if (state.joined.empty()) a.reason = "no node has joined session '" + config.session + "' yet";
@@ -391,16 +401,8 @@ asio::awaitable<void> greet(tcp::socket socket, const serve_config& config, admi
             answer = a;
         }
     } else if (auto* q = std::get_if<protocol::status_ask>(&*m)) {
-        if (q->session != config.session) {
-            refusal = "this server runs session '" + config.session + "', not '" + q->session + "'";
-            answer = protocol::refuse{refusal};
-        } else if (auto proved = co_await demand_proof(socket, peer, config.key, config.session, role::control_node,
-                                                       role::control_server, config.admission_timeout);
-                   !proved) {
-            refusal = "status: " + failed_proof(proved.error());
-        } else {
-            answer = status_of(config, state);
-        }
+        refusal = co_await check_operator(socket, peer, config, q->session, "status", answer);
+        if (refusal.empty()) answer = status_of(config, state);
     } else {
         refusal = "expected hello, go or status";
     }
