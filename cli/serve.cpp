@@ -117,8 +117,8 @@ bool print_json_report(const std::string& session, const serve_report& report) {
     return good == report.nodes.size();
 }
 
-// A whole-machine clone's summary: each node's result and the time it spent in each phase,
-// then the last log lines of every node that failed.
+// A whole-machine clone's summary: each node's result (the table's rule, stored_all) and the
+// time it spent in each phase, then the last log lines of every node that failed.
 void print_phase_times(const serve_report& report) {
     using protocol::node_phase;
     const auto secs = [](const node_report& n, node_phase p) { return seconds(n.phase_time[static_cast<std::size_t>(p)]); };
@@ -128,11 +128,11 @@ void print_phase_times(const serve_report& report) {
         double total = 0;
         for (const auto& t : n.phase_time) total += seconds(t);
         std::printf("%-4u %-15s %-7s %8.1f %8.1f %8.1f %8.1f %8.1f %8.1f\n", n.node, n.address.c_str(),
-                    n.phase == node_phase::done ? "ok" : "failed", secs(n, node_phase::waiting), secs(n, node_phase::receiving),
+                    stored_all(n, report) ? "ok" : "failed", secs(n, node_phase::waiting), secs(n, node_phase::receiving),
                     secs(n, node_phase::layout), secs(n, node_phase::extracting), secs(n, node_phase::fixup), total);
     }
     for (const node_report& n : report.nodes) {
-        if (n.phase == node_phase::done || n.last_lines.empty()) continue;
+        if (stored_all(n, report) || n.last_lines.empty()) continue;
         std::printf("last lines of node %u (%s):\n", n.node, n.address.c_str());
         for (const auto& line : n.last_lines) std::printf("  %s\n", line.c_str());
     }
