@@ -2,6 +2,7 @@
 #include "clone_sink.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -44,6 +45,7 @@ struct disk_sink::shared {
     void receive();
     result<void> lay_out();
     result<void> extract(const manifest::stream_entry& e, image::bundle_reader& in);
+    result<void> fix_up();
 };
 
 namespace {
@@ -52,12 +54,6 @@ error failed_because(std::string what) { return error{std::make_error_code(std::
 
 std::string inside(const std::string& target, const std::string& mount) { return mount == "/" ? target : target + mount; }
 
-std::vector<std::string> words(const std::string& text) {
-    std::istringstream in(text);
-    std::vector<std::string> out;
-    for (std::string w; in >> w;) out.push_back(w);
-    return out;
-}
 
 }  // namespace
 
@@ -114,7 +110,9 @@ result<void> disk_sink::shared::extract(const manifest::stream_entry& e, image::
         });
     } else {
         int number = 0;
-        for (char c : e.partition) number = number * 10 + (c - '0');
+        const auto parsed = std::from_chars(e.partition.data(), e.partition.data() + e.partition.size(), number);
+        if (parsed.ec != std::errc{} || parsed.ptr != e.partition.data() + e.partition.size() || number < 1 || number > 128)
+            return failed_because("stream " + std::to_string(e.id) + ": partition '" + e.partition + "' in the server's manifest is not a partition number");
         const std::string part_node = "/dev/" + desc::partition_name(std::filesystem::path(options.disk).filename().string(), number);
         phase(protocol::node_phase::extracting, "partition " + e.partition + of);
         unique_fd part{::open(part_node.c_str(), O_WRONLY | O_CLOEXEC)};
@@ -208,63 +206,49 @@ disk_sink::~disk_sink() {
     unmount_all();
 }
 
-result<void> disk_sink::finish() {
-    finished_ = true;
-    write_.reset();  // the end of the bundle for the reading thread
-    if (thread_.joinable()) thread_.join();
-    shared& s = *state_;
-    if (s.failure) {
-        unmount_all();
-        return *s.failure;
-    }
-    s.phase(protocol::node_phase::fixup, "");
+result<void> disk_sink::shared::fix_up() {
+    phase(protocol::node_phase::fixup, "");
     ::sync();
     fixup::facts facts;
-    facts.target = s.options.target;
-    facts.disk = s.options.disk;
-    auto probe = fixup::probe_disk(s.options.disk, s.options.target);
-    if (!probe) {
-        unmount_all();
-        return std::move(probe).error();
-    }
+    facts.target = options.target;
+    facts.disk = options.disk;
+    auto probe = fixup::probe_disk(options.disk, options.target);
+    if (!probe) return std::move(probe).error();
     facts.filesystems = probe->filesystems;
     facts.table = probe->table;
     facts.active_partitions = probe->active_partitions;
     // The golden filesystems' UUIDs name the new filesystem at the same mount point.
-    for (const auto& e : s.manifest.streams) {
+    for (const auto& e : manifest.streams) {
         if (e.uuid.empty() || e.mount.empty()) continue;
         for (const auto& f : facts.filesystems)
             if (f.mount == e.mount && !f.uuid.empty()) facts.old_to_new["UUID=" + e.uuid] = f.uuid;
     }
-    facts.bootloader = s.manifest.fixup.bootloader;
-    facts.initrd_args = words(s.manifest.fixup.initrd_args);
-    facts.hostname = s.options.hostname;
-    if (s.node != 0) facts.node_index = static_cast<int>(s.node);
-    if (facts.hostname.empty() && !s.manifest.hostnames.empty()) {
-        auto entries = fixup::parse_hostnames(s.manifest.hostnames, "the server's hostnames file");
-        if (!entries) {
-            unmount_all();
-            return std::move(entries).error();
-        }
-        auto entry = fixup::match_hostname(*entries, fixup::local_addresses(), "the server's hostnames file");
-        if (!entry) {
-            unmount_all();
-            return std::move(entry).error();
-        }
-        facts.hostname = entry->name;
-        for (std::size_t i = 0; i < entries->size(); ++i)
-            if ((*entries)[i].line == entry->line) facts.node_index = static_cast<int>(i);
-        s.log("fixup: hostname " + entry->name + " (hostnames line " + std::to_string(entry->line) + ", " + entry->address + ")");
+    facts.bootloader = manifest.fixup.bootloader;
+    facts.initrd_args = split_words(manifest.fixup.initrd_args);
+    facts.hostname = options.hostname;
+    if (node != 0) facts.node_index = static_cast<int>(node);
+    if (facts.hostname.empty() && !manifest.hostnames.empty()) {
+        auto entry = name_from_hostnames(manifest.hostnames, "the server's hostnames file", facts);
+        if (!entry) return std::move(entry).error();
+        log("fixup: hostname " + entry->name + " (hostnames line " + std::to_string(entry->line) + ", " + entry->address + ")");
     }
     fixup_run run;
-    run.say = [&s](const std::string& line) { s.log("fixup: " + line); };
-    run.complain = [&s](const std::string& line) { s.log("fixup failed: " + line); };
+    run.say = [this](const std::string& line) { log("fixup: " + line); };
+    run.complain = [this](const std::string& line) { log("fixup failed: " + line); };
     const auto failures = run_fixup_steps(facts, run);
     ::sync();
-    unmount_all();
     if (!failures.empty()) return failed_because("fixups: " + failed_steps_text(failures));
-    s.log("done: " + s.options.disk + " holds the clone; everything unmounted");
     return {};
+}
+
+result<void> disk_sink::finish() {
+    finished_ = true;
+    write_.reset();  // the end of the bundle for the reading thread
+    if (thread_.joinable()) thread_.join();
+    auto fixed = state_->failure ? result<void>(*state_->failure) : state_->fix_up();
+    unmount_all();
+    if (fixed) state_->log("done: " + state_->options.disk + " holds the clone; everything unmounted");
+    return fixed;
 }
 
 }  // namespace kaclone::cli

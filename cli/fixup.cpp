@@ -45,12 +45,6 @@ bool contains(const std::vector<std::string>& names, const std::string& name) {
     return std::find(names.begin(), names.end(), name) != names.end();
 }
 
-std::vector<std::string> words(const std::string& text) {
-    std::istringstream in(text);
-    std::vector<std::string> out;
-    for (std::string w; in >> w;) out.push_back(w);
-    return out;
-}
 
 int run_fixup(const CLI::App& command, const fixup_options& opts) {
     const auto& names = fixup::step_names();
@@ -73,7 +67,7 @@ int run_fixup(const CLI::App& command, const fixup_options& opts) {
     facts.disk = opts.disk;
     facts.hostname = opts.hostname;
     facts.bootloader = opts.bootloader;
-    facts.initrd_args = words(opts.initrd_args);
+    facts.initrd_args = split_words(opts.initrd_args);
 
     if (!opts.disk.empty()) {
         auto probe = fixup::probe_disk(opts.disk, facts.target);
@@ -108,13 +102,8 @@ int run_fixup(const CLI::App& command, const fixup_options& opts) {
         std::stringstream text;
         text << in.rdbuf();
         if (!in) return failed("cannot read " + opts.hostnames + ": " + std::strerror(errno));
-        auto entries = fixup::parse_hostnames(text.str(), opts.hostnames);
-        if (!entries) return failed(entries.error().message());
-        auto entry = fixup::match_hostname(*entries, fixup::local_addresses(), opts.hostnames);
+        auto entry = name_from_hostnames(text.str(), opts.hostnames, facts);
         if (!entry) return failed(entry.error().message());
-        facts.hostname = entry->name;
-        for (std::size_t i = 0; i < entries->size(); ++i)
-            if ((*entries)[i].line == entry->line) facts.node_index = static_cast<int>(i);
         say("facts: hostname " + entry->name + " (" + opts.hostnames + ":" +
             std::to_string(entry->line) + ", " + entry->address + ")");
     }

@@ -2,6 +2,7 @@
 #include "fixup_steps.hpp"
 
 #include <algorithm>
+#include <sstream>
 
 namespace kaclone::cli {
 namespace {
@@ -47,6 +48,24 @@ std::vector<std::string> run_fixup_steps(const fixup::facts& facts, const fixup_
         }
     }
     return failures;
+}
+
+std::vector<std::string> split_words(const std::string& text) {
+    std::istringstream in(text);
+    std::vector<std::string> out;
+    for (std::string w; in >> w;) out.push_back(w);
+    return out;
+}
+
+result<fixup::hostname_entry> name_from_hostnames(std::string_view text, std::string_view file_name, fixup::facts& facts) {
+    auto entries = fixup::parse_hostnames(text, file_name);
+    if (!entries) return std::move(entries).error();
+    auto entry = fixup::match_hostname(*entries, fixup::local_addresses(), file_name);
+    if (!entry) return std::move(entry).error();
+    facts.hostname = entry->name;
+    for (std::size_t i = 0; i < entries->size(); ++i)
+        if ((*entries)[i].line == entry->line) facts.node_index = static_cast<int>(i);
+    return entry;
 }
 
 std::string failed_steps_text(const std::vector<std::string>& failures) {

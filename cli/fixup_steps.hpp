@@ -4,9 +4,11 @@
 
 #include <functional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <kaclone/fixup.hpp>
+#include <kaclone/result.hpp>
 
 namespace kaclone::cli {
 
@@ -24,5 +26,13 @@ std::vector<std::string> run_fixup_steps(const fixup::facts& facts, const fixup_
 
 // "2 steps failed: initramfs, hooks".
 std::string failed_steps_text(const std::vector<std::string>& failures);
+
+// --initrd-args "..." as separate arguments (split at blanks).
+std::vector<std::string> split_words(const std::string& text);
+
+// Names this node from a hostnames file's `text` (`file_name` in errors): its line's name into
+// `facts.hostname` and the line's position among the entries (from 0) into `facts.node_index`.
+// Returns the line it matched; errors as fixup::parse_hostnames and fixup::match_hostname.
+result<fixup::hostname_entry> name_from_hostnames(std::string_view text, std::string_view file_name, fixup::facts& facts);
 
 }  // namespace kaclone::cli
