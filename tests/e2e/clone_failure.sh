@@ -3,7 +3,9 @@
 # golden filesystem that is not mounted (before any node is touched); `kaclone status` shows
 # the joined nodes while the server waits; a node whose disk is too small fails at its layout,
 # says why, and the two others (one of them its child in the chain) finish their clones; the
-# server exits 1, keeps three logs, and its JSON shows each node's phases in order.
+# server exits 1, keeps three logs, and its JSON shows each node's phases in order. The two
+# clones also get an unmounted partition byte for byte (--raw 3) and the golden boot code
+# (--mbr) without losing their own partition table.
 set -euo pipefail
 source "$(dirname "$0")/private_mounts.sh"
 source "$(dirname "$0")/lib.sh"
@@ -11,7 +13,7 @@ source "$(dirname "$0")/cluster_lib.sh"
 require_netns
 command -v losetup >/dev/null || skip "needs losetup (util-linux)"
 [ -e /dev/loop-control ] || skip "no /dev/loop-control: loop devices are not available here"
-for tool in blkid mkfs.ext4 sha256sum; do
+for tool in blkid mkfs.ext4 sfdisk sha256sum; do
     command -v "$tool" >/dev/null || fail "$tool is missing (scripts/setup installs it)"
 done
 
@@ -29,10 +31,10 @@ new_loop() {  # new_loop FILE SIZE: a loop device on a new sparse file, in $loop
     loops+=("$loop")
 }
 
-# The golden disk: / and /data, mounted at $golden.
+# The golden disk: / and /data, mounted at $golden, and partition 3 not mounted (sent raw).
 new_loop "$work/golden.img" 128M
 gdisk=$loop golden=$work/golden
-printf 'linux 64 fs=ext4 mount=/\nlinux 32 fs=ext4 mount=/data\n' >"$work/golden.desc"
+printf 'linux 64 fs=ext4 mount=/\nlinux 32 fs=ext4 mount=/data\nlinux 16 fs=ext4\n' >"$work/golden.desc"
 "$KACLONE" layout --desc "$work/golden.desc" "$gdisk" --target "$golden" --yes >"$work/layout.log" ||
     fail "layout of the golden disk failed: $(cat "$work/layout.log")"
 mkdir -p "$golden/etc" "$golden/data/set"
@@ -41,6 +43,14 @@ echo golden >"$golden/etc/hostname"
 echo "UUID=$(blkid -p -o value -s UUID "${gdisk}p1") / ext4 defaults 0 1" >"$golden/etc/fstab"
 echo "UUID=$(blkid -p -o value -s UUID "${gdisk}p2") /data ext4 defaults 0 2" >>"$golden/etc/fstab"
 blob_sha=$(sha "$golden/data/set/blob")
+mkdir -p "$work/raw"
+mount "${gdisk}p3" "$work/raw"
+head -c 1M /dev/urandom >"$work/raw/payload"
+umount "$work/raw"
+raw_sha=$(sha "${gdisk}p3")
+# Boot code: random bytes 0..439 (440..445 are the disk signature and a reserved word).
+head -c 440 /dev/urandom | dd of="$gdisk" conv=notrunc status=none
+boot_sha=$(head -c 446 "$gdisk" | sha256sum | cut -d' ' -f1)
 
 cluster_up 3
 
@@ -59,7 +69,11 @@ new_run session
 new_loop "$work/node1.img" 256M; disk[1]=$loop
 new_loop "$work/node2.img" 64M; disk[2]=$loop
 new_loop "$work/node3.img" 256M; disk[3]=$loop
-start_serve 180 --session cf --nodes 3 --disk "$gdisk" --root "$golden" --logs "$run/logs" --bootloader none --json
+# The clones' partition 3 is larger than the golden one (--desc), so their partition table
+# differs from the golden one: the boot code copy must leave theirs.
+printf 'linux 64 fs=ext4 mount=/\nlinux 32 fs=ext4 mount=/data\nlinux 24 fs=ext4\n' >"$work/clone.desc"
+start_serve 180 --session cf --nodes 3 --disk "$gdisk" --desc "$work/clone.desc" --root "$golden" --raw 3 --mbr "$gdisk" \
+    --logs "$run/logs" --bootloader none --json
 for i in 1 2; do
     start_join "$i" 180 --session cf --server "$(node_ip 0)" --disk "${disk[i]}" --yes --target "/run/kaclone-cf-$i"
 done
@@ -78,7 +92,7 @@ expect_rc "serve" "$serve_rc" 1 "$run/serve.err"
 expect_rc "node 1" "${join_rc[1]}" 0 "$run/join1.err"
 expect_rc "node 2" "${join_rc[2]}" 1 "$run/join2.err"
 expect_rc "node 3" "${join_rc[3]}" 0 "$run/join3.err"
-too_small="the server's description:1 (partitions need 97 MiB but the disk ${disk[2]} has 64 MiB): partition does not fit on the disk"
+too_small="the server's description:1 (partitions need 121 MiB but the disk ${disk[2]} has 64 MiB): partition does not fit on the disk"
 grep -qF -- "$too_small" "$run/join2.err" || fail "node 2 does not say that its disk is too small:
 $(tail -n 5 "$run/join2.err")"
 
@@ -89,7 +103,7 @@ grep -qF -- "$too_small" <<<"$(json_field "$failed_line" message)" || fail "node
 for i in 1 3; do
     phases=$(grep '"event":"phase"' "$run/serve.out" | grep "\"address\":\"$(node_ip "$i")\"" |
         while read -r line; do json_field "$line" phase; done | paste -sd' ')
-    expect_eq "phases of node $i" "$phases" "receiving layout extracting extracting fixup done"
+    expect_eq "phases of node $i" "$phases" "receiving layout extracting extracting extracting extracting fixup done"
 done
 summary=$(grep '"event":"summary"' "$run/serve.out")
 expect_eq "summary: nodes ok" "$(json_field "$summary" ok)" 2
@@ -108,6 +122,10 @@ for i in 1 3; do
     expect_eq "node $i: fstab" "$(awk '{print $1, $2}' "$work/check$i/etc/fstab" | paste -sd' ')" \
         "UUID=$(blkid -p -o value -s UUID "${disk[i]}p1") / UUID=$(blkid -p -o value -s UUID "${disk[i]}p2") /data"
     umount "$work/check$i/data" "$work/check$i"
+    expect_eq "node $i: partition 3 byte for byte" "$(head -c 16M "${disk[i]}p3" | sha256sum | cut -d' ' -f1)" "$raw_sha"
+    expect_eq "node $i: boot code" "$(head -c 446 "${disk[i]}" | sha256sum | cut -d' ' -f1)" "$boot_sha"
+    expect_eq "node $i: its partition table after the boot code (partition 3 in sectors)" \
+        "$(sfdisk -d "${disk[i]}" | sed -nE "s|^${disk[i]}p3 : .*size= *([0-9]+).*|\1|p")" $((24 << 11))
 done
 check_no_process 1 2 3
 echo "PASS: clone failure, status and logs"
