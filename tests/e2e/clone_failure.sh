@@ -10,30 +10,18 @@ set -euo pipefail
 source "$(dirname "$0")/private_mounts.sh"
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/cluster_lib.sh"
+source "$(dirname "$0")/disk_lib.sh"
 require_netns
-command -v losetup >/dev/null || skip "needs losetup (util-linux)"
-[ -e /dev/loop-control ] || skip "no /dev/loop-control: loop devices are not available here"
+require_loop_devices
 for tool in blkid mkfs.ext4 sfdisk sha256sum; do
     command -v "$tool" >/dev/null || fail "$tool is missing (scripts/setup installs it)"
 done
 
-loops=()
-detach_loops() {
-    local dev target
-    while read -r target; do umount "$target" 2>/dev/null || umount -l "$target" || true; done \
-        < <(findmnt -rn -o TARGET | grep "^$work/" | sort -r)
-    for dev in "${loops[@]}"; do losetup -d "$dev" 2>/dev/null || true; done
-}
-on_exit detach_loops
-new_loop() {  # new_loop FILE SIZE: a loop device on a new sparse file, in $loop
-    truncate -s "$2" "$1"
-    loop=$(losetup --find --show --partscan "$1") || skip "cannot attach loop devices here"
-    loops+=("$loop")
-}
+on_exit disks_cleanup  # before cluster_up: the disks go after the cluster
 
 # The golden disk: / and /data, mounted at $golden, and partition 3 not mounted (sent raw).
-new_loop "$work/golden.img" 128M
-gdisk=$loop golden=$work/golden
+attach_disk gdisk "$work/golden.img" 128M
+golden=$work/golden
 printf 'linux 64 fs=ext4 mount=/\nlinux 32 fs=ext4 mount=/data\nlinux 16 fs=ext4\n' >"$work/golden.desc"
 "$KACLONE" layout --desc "$work/golden.desc" "$gdisk" --target "$golden" --yes >"$work/layout.log" ||
     fail "layout of the golden disk failed: $(cat "$work/layout.log")"
@@ -66,9 +54,9 @@ mount "${gdisk}p2" "$golden/data"
 
 # ---- the session: nodes 1 and 3 have room, node 2 (in the middle of the chain) has not ----
 new_run session
-new_loop "$work/node1.img" 256M; disk[1]=$loop
-new_loop "$work/node2.img" 64M; disk[2]=$loop
-new_loop "$work/node3.img" 256M; disk[3]=$loop
+attach_disk "disk[1]" "$work/node1.img" 256M
+attach_disk "disk[2]" "$work/node2.img" 64M
+attach_disk "disk[3]" "$work/node3.img" 256M
 # The clones' partition 3 is larger than the golden one (--desc), so their partition table
 # differs from the golden one: the boot code copy must leave theirs.
 printf 'linux 64 fs=ext4 mount=/\nlinux 32 fs=ext4 mount=/data\nlinux 24 fs=ext4\n' >"$work/clone.desc"

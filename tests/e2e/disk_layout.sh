@@ -7,41 +7,15 @@ set -euo pipefail
 
 source "$(dirname "$0")/private_mounts.sh"
 source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/disk_lib.sh"
 
-require_root
-command -v losetup >/dev/null || skip "needs losetup (util-linux)"
-[ -e /dev/loop-control ] || skip "no /dev/loop-control: loop devices are not available here"
+require_loop_devices
 for tool in sfdisk blkid findmnt jq mkfs.ext4 mkfs.xfs mkfs.vfat mkfs.btrfs mkswap; do
     command -v "$tool" >/dev/null || fail "$tool is missing (scripts/setup installs it)"
 done
 
 cd "$work"
-loops=()
-# Everything this test made, undone on every exit: swap, mounts below $work (deepest first),
-# loop devices (their partitions go with them).
-cleanup_disks() {
-    local dev swap target
-    for dev in "${loops[@]}"; do
-        while read -r swap _; do
-            case "$swap" in "$dev"p*) swapoff "$swap" || true ;; esac
-        done < <(tail -n +2 /proc/swaps)
-    done
-    while read -r target; do
-        umount "$target" || umount -l "$target" || true
-    done < <(findmnt -rn -o TARGET | grep "^$work/" | sort -r)
-    for dev in "${loops[@]}"; do losetup -d "$dev" || true; done
-    rm -f "$work"/disk*  # the sparse images; logs stay on failure (lib.sh)
-}
-on_exit cleanup_disks
-
-# attach VAR FILE SIZE: a sparse file of SIZE and a loop device on it, its path in $VAR.
-attach() {
-    truncate -s "$3" "$2"
-    local dev
-    dev=$(losetup --find --show --partscan "$2") || skip "cannot attach loop devices here"
-    loops+=("$dev")
-    printf -v "$1" '%s' "$dev"
-}
+on_exit disks_cleanup
 
 digest() { sha256sum <"$1" | cut -d' ' -f1; }
 
@@ -68,7 +42,7 @@ expect_distinct() {
 expect_same_file() { cmp -s "$2" "$3" || fail "$1: $2 differs from $3: $(diff "$2" "$3")"; }
 
 # ---- case 1: the old 4-line example, scaled to a 4 GiB disk, with columns ----
-attach d1 "$work/disk1" 4G
+attach_disk d1 "$work/disk1" 4G
 cat >old.desc <<'EOF'
 linux 2000 fs=ext4 mount=/
 extended fill
@@ -158,7 +132,7 @@ expect_distinct "dos UUIDs after a second layout" "${uuids1[@]}" "$(uuid_of "${d
 umount "$work/t1/data" "$work/t1"
 
 # ---- case 2: gpt with units, labels, flags; ESP (vfat), ext4 root, btrfs home ----
-attach d2 "$work/disk2" 4G
+attach_disk d2 "$work/disk2" 4G
 cat >gpt.desc <<'EOF'
 label: gpt
 # sizes with units print back in MiB
@@ -205,7 +179,7 @@ expect_eq "gpt desc round trip (canonical form)" "$out" "$canonical"
 # ---- case 3: no udev and no devtmpfs (a private /dev in a mount namespace): layout waits for
 # the partition nodes, then makes them itself from sysfs ----
 no_udev_case() {
-    attach d4 "$work/disk4" 256M
+    attach_disk d4 "$work/disk4" 256M
     printf 'linux 64 fs=ext4 mount=/\nlinux fill fs=ext4 mount=/srv\n' >nodev.desc
     cat >nodev.sh <<'EOF'
 set -eu
@@ -248,7 +222,7 @@ else
 fi
 
 # ---- case 4: refusals, each leaving the disk byte-identical ----
-attach d3 "$work/disk3" 64M
+attach_disk d3 "$work/disk3" 64M
 printf 'linux 32 fs=ext4\nswap fill fs=swap\n' >small.desc
 run_capture "$KACLONE" layout --desc small.desc "$d3" --yes
 expect_eq "small layout exit code ($err)" "$rc" 0

@@ -10,31 +10,19 @@ set -euo pipefail
 
 source "$(dirname "$0")/private_mounts.sh"
 source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/disk_lib.sh"
 
-require_root
-command -v losetup >/dev/null || skip "needs losetup (util-linux)"
-[ -e /dev/loop-control ] || skip "no /dev/loop-control: loop devices are not available here"
+require_loop_devices
 for tool in blkid findmnt sfdisk mkfs.ext4 mkswap chattr ldd sha256sum; do
     command -v "$tool" >/dev/null || fail "$tool is missing (scripts/setup installs it)"
 done
 
 cd "$work"
 root=$work/root
-loops=()
-cleanup_disks() {
-    local target dev
-    chattr -i "$root/var/lib/dhcp" 2>/dev/null || true
-    while read -r target; do
-        umount "$target" || umount -l "$target" || true
-    done < <(findmnt -rn -o TARGET | grep "^$work/" | sort -r)
-    for dev in "${loops[@]}"; do losetup -d "$dev" || true; done
-    rm -f "$work/disk"
-}
-on_exit cleanup_disks
+on_exit disks_cleanup
+on_exit "chattr -i '$root/var/lib/dhcp' 2>/dev/null || true"  # runs first: the test makes it immutable
 
-truncate -s 256M "$work/disk"
-disk=$(losetup --find --show --partscan "$work/disk") || skip "cannot attach loop devices here"
-loops+=("$disk")
+attach_disk disk "$work/disk" 256M
 
 cat >clone.desc <<'EOF'
 linux 64 fs=ext4 mount=/

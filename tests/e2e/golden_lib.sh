@@ -5,13 +5,9 @@
 #   golden_require            skip unless root, loop devices, python3 and ssh-keygen are here;
 #                             fail when a tool scripts/setup installs is missing; $home_fs: xfs,
 #                             or ext4 when mkfs.xfs is missing or the kernel has no xfs
-#   disks_cleanup             undoes what these functions made: mounts below $work and $data
-#                             (deepest first), loop devices, their files. Register it with
-#                             on_exit BEFORE cluster_up, so that it runs after the cluster (and
-#                             every kaclone in it) is gone
-#   attach_disk VAR FILE SIZE a sparse FILE of SIZE and a loop device on it (--partscan), its
-#                             path in $VAR
-#   detach_disk DEV           detach DEV and remove its file
+#   (disk_lib.sh)             attach_disk, detach_disk, disks_cleanup: register disks_cleanup
+#                             with on_exit BEFORE cluster_up, so that it runs after the cluster
+#                             (and every kaclone in it) is gone
 #   golden_make FILE MNT      the old ka-deploy documentation's example on a 1 GiB sparse disk:
 #                             dos, 1: swap 64 MiB, 2: ext4 / 384 MiB (bootable), 3: extended over
 #                             the rest, 5: logical $home_fs /home over the rest of it; mounted
@@ -50,15 +46,13 @@
 #                             without their mtime)
 #   table_of DEV              sfdisk's dump of DEV without ids, partitions named partN
 
+source "$(dirname "${BASH_SOURCE[0]}")/disk_lib.sh"
+
 golden_size=1G
 node_disk=()
-_disk_loops=()
-_disk_files=()
 
 golden_require() {
-    require_root
-    command -v losetup >/dev/null || skip "needs losetup (util-linux)"
-    [ -e /dev/loop-control ] || skip "no /dev/loop-control: loop devices are not available here"
+    require_loop_devices
     command -v python3 >/dev/null || skip "needs python3 (tree listing with xattrs)"
     command -v ssh-keygen >/dev/null || skip "needs ssh-keygen (openssh-client): the clones' SSH host keys are made by the golden system's own ssh-keygen"
     local tool
@@ -73,40 +67,6 @@ golden_require() {
         home_fs=ext4
         echo "NOTE: this kernel cannot mount xfs: /home of the golden disk is ext4"
     fi
-}
-
-disks_cleanup() {
-    local target dev f dir
-    for dir in "$work" "${data:-}"; do
-        [ -n "$dir" ] || continue
-        while read -r target; do
-            umount "$target" 2>/dev/null || umount -l "$target" || true
-        done < <(findmnt -rn -o TARGET | grep "^$dir/" | sort -r)
-    done
-    for dev in "${_disk_loops[@]}"; do losetup -d "$dev" 2>/dev/null || true; done
-    for f in "${_disk_files[@]}"; do rm -f "$f"; done
-    _disk_loops=()
-    _disk_files=()
-}
-
-attach_disk() {
-    local dev
-    rm -f "$2"
-    truncate -s "$3" "$2"
-    _disk_files+=("$2")
-    dev=$(losetup --find --show --partscan "$2") || skip "cannot attach loop devices here"
-    _disk_loops+=("$dev")
-    printf -v "$1" '%s' "$dev"
-}
-
-detach_disk() {
-    local dev=$1 k file
-    file=$(losetup -n -O BACK-FILE "$dev")
-    losetup -d "$dev"
-    rm -f "$file"
-    for k in "${!_disk_loops[@]}"; do
-        [ "${_disk_loops[k]}" != "$dev" ] || unset '_disk_loops[k]'
-    done
 }
 
 # part DEV N: partition N of loop device DEV.

@@ -15,10 +15,9 @@ set -euo pipefail
 
 source "$(dirname "$0")/private_mounts.sh"
 source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/disk_lib.sh"
 
-require_root
-command -v losetup >/dev/null || skip "needs losetup (util-linux)"
-[ -e /dev/loop-control ] || skip "no /dev/loop-control: loop devices are not available here"
+require_loop_devices
 command -v python3 >/dev/null || skip "needs python3 (tree listing with xattrs)"
 for tool in mkfs.ext4 findmnt; do
     command -v "$tool" >/dev/null || fail "$tool is missing (scripts/setup installs it)"
@@ -27,24 +26,12 @@ command -v setcap >/dev/null || skip "needs setcap (libcap2-bin) for the securit
 command -v sfdisk >/dev/null || fail "sfdisk is missing (scripts/setup installs it)"
 raw_tool=${KACLONE_IMAGE_RAW_TOOL:?KACLONE_IMAGE_RAW_TOOL must name tests/e2e_tools/image_raw_tool (CTest sets it)}
 
-loops=()
-cleanup_disks() {
-    local target dev
-    while read -r target; do
-        umount "$target" || umount -l "$target" || true
-    done < <(findmnt -rn -o TARGET | grep "^$work/" | sort -r)
-    for dev in "${loops[@]}"; do losetup -d "$dev" || true; done
-    rm -f "$work"/disk-*
-}
-on_exit cleanup_disks
+on_exit disks_cleanup
 
 # ext4_at DIR SIZE: a fresh ext4 on a loop device over a sparse file, mounted on DIR.
 ext4_at() {
-    local dev file
-    file=$work/disk-$(basename "$1")
-    truncate -s "$2" "$file"
-    dev=$(losetup --find --show "$file") || skip "cannot attach loop devices here"
-    loops+=("$dev")
+    local dev
+    attach_disk dev "$work/disk-$(basename "$1")" "$2"
     mkfs.ext4 -q -F "$dev" >/dev/null 2>&1 || fail "mkfs.ext4 $dev failed"
     mkdir -p "$1"
     mount "$dev" "$1"
@@ -125,8 +112,7 @@ new_disk() {
     local file=$work/disk-$1
     truncate -s "$2" "$file"
     printf '%s\n' "$3" | sfdisk -q "$file" >/dev/null || fail "sfdisk $1 failed"
-    disk=$(losetup --find --show --partscan "$file") || skip "cannot attach loop devices here"
-    loops+=("$disk")
+    attach_file disk "$file"
 }
 # partition_of DISK N START SECTORS: partition N of DISK in $part; where the kernel makes no
 # node for it (no partition scan here), a loop device over the same bytes.
@@ -137,7 +123,7 @@ partition_of() {
         sleep 0.1
     done
     part=$(losetup --find --show --offset $(($3 * 512)) --sizelimit $(($4 * 512)) "$(losetup -n -O BACK-FILE "$1")")
-    loops+=("$part")
+    track_loop "$part"
 }
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 # bytes FILE SKIP COUNT: sha256 of COUNT bytes of FILE from offset SKIP.
