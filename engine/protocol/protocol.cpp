@@ -103,6 +103,13 @@ private:
 
 error protocol_error(errc e, std::string_view where) { return error{make_error_code(e), std::string(where)}; }
 
+void put_children(byte_writer& w, const std::vector<child_slot>& children) {
+    w.put(static_cast<std::uint16_t>(children.size()));
+    for (const auto& c : children) {
+        w.put(c.node);
+        w.put_string(c.address);
+    }
+}
 void encode_body(byte_writer& w, const hello& m) {
     w.put_string(m.session);
     w.put_string(m.node_name);
@@ -114,11 +121,7 @@ void encode_body(byte_writer& w, const assign& m) {
     w.put(m.parent_node);
     w.put_string(m.parent_address);
     w.put(m.parent_port);
-    w.put(static_cast<std::uint16_t>(m.children.size()));
-    for (const auto& c : m.children) {
-        w.put(c.node);
-        w.put_string(c.address);
-    }
+    put_children(w, m.children);
     w.put(m.stream_bytes);
     w.put(m.relay_mode);
     w.put_bytes(m.stream_nonce);
@@ -138,6 +141,8 @@ void encode_body(byte_writer& w, const data_hello& m) {
     w.put_string(m.session);
     w.put(m.node);
     w.put(m.resume_offset);
+    w.put(m.acked);
+    w.put(static_cast<std::uint8_t>(m.complete));
 }
 void encode_body(byte_writer& w, const data_accept& m) {
     w.put(static_cast<std::uint8_t>(m.ok));
@@ -183,12 +188,52 @@ void encode_body(byte_writer& w, const status_answer& m) {
         w.put_string(row.detail);
     }
 }
+void encode_body(byte_writer& w, const reparent& m) {
+    w.put(m.parent_node);
+    w.put_string(m.parent_address);
+    w.put(m.parent_port);
+}
+void encode_body(byte_writer& w, const adopt& m) {
+    w.put(m.lost);
+    put_children(w, m.children);
+}
+void encode_body(byte_writer& w, const peer_lost& m) {
+    w.put(m.node);
+    w.put(m.offset);
+    w.put_string(m.reason);
+}
 
+std::vector<child_slot> get_children(byte_reader& r) {
+    std::vector<child_slot> children;
+    const auto n = r.get<std::uint16_t>();
+    for (std::uint16_t i = 0; i < n && !r.failed; ++i) {
+        child_slot c;
+        c.node = r.get<std::uint32_t>();
+        c.address = r.get_string();
+        children.push_back(std::move(c));
+    }
+    return children;
+}
 // A phase byte this version knows, else bad_field for the whole message.
 node_phase get_phase(byte_reader& r, bool& bad) noexcept {
     const auto v = r.get<std::uint8_t>();
     if (v >= node_phase_count) bad = true;
     return static_cast<node_phase>(v);
+}
+
+void decode_body(byte_reader& r, reparent& m) {
+    m.parent_node = r.get<std::uint32_t>();
+    m.parent_address = r.get_string();
+    m.parent_port = r.get<std::uint16_t>();
+}
+void decode_body(byte_reader& r, adopt& m) {
+    m.lost = r.get<std::uint32_t>();
+    m.children = get_children(r);
+}
+void decode_body(byte_reader& r, peer_lost& m) {
+    m.node = r.get<std::uint32_t>();
+    m.offset = r.get<std::uint64_t>();
+    m.reason = r.get_string();
 }
 
 void decode_body(byte_reader& r, hello& m) {
@@ -202,13 +247,7 @@ void decode_body(byte_reader& r, assign& m) {
     m.parent_node = r.get<std::uint32_t>();
     m.parent_address = r.get_string();
     m.parent_port = r.get<std::uint16_t>();
-    const auto children = r.get<std::uint16_t>();
-    for (std::uint16_t i = 0; i < children && !r.failed; ++i) {
-        child_slot c;
-        c.node = r.get<std::uint32_t>();
-        c.address = r.get_string();
-        m.children.push_back(std::move(c));
-    }
+    m.children = get_children(r);
     m.stream_bytes = r.get<std::uint64_t>();
     m.relay_mode = r.get<std::uint8_t>();
     r.get_bytes(m.stream_nonce);
@@ -226,6 +265,8 @@ void decode_body(byte_reader& r, data_hello& m) {
     m.session = r.get_string();
     m.node = r.get<std::uint32_t>();
     m.resume_offset = r.get<std::uint64_t>();
+    m.acked = r.get<std::uint64_t>();
+    m.complete = r.get<std::uint8_t>() != 0;
 }
 void decode_body(byte_reader& r, data_accept& m) {
     m.ok = r.get<std::uint8_t>() != 0;

@@ -51,6 +51,23 @@ void ring_buffer::consume(std::size_t reader, std::size_t bytes) noexcept {
     readers_[reader] += bytes;
 }
 
+std::size_t ring_buffer::add_reader(std::uint64_t position) noexcept {
+    KACLONE_ASSERT(position >= slowest() && position <= write_);
+    const auto free = std::find(readers_.begin(), readers_.end(), removed);
+    if (free != readers_.end()) {
+        *free = position;
+        return static_cast<std::size_t>(free - readers_.begin());
+    }
+    readers_.push_back(position);
+    return readers_.size() - 1;
+}
+
+void ring_buffer::remove_reader(std::size_t reader) noexcept {
+    KACLONE_ASSERT(reader < readers_.size() && readers_[reader] != removed);
+    readers_[reader] = removed;
+    KACLONE_ASSERT(std::any_of(readers_.begin(), readers_.end(), [](std::uint64_t p) { return p != removed; }));
+}
+
 std::span<std::byte> ring_buffer::at(std::uint64_t position, std::size_t bytes) const noexcept {
     KACLONE_ASSERT(position >= slowest() && position + bytes <= write_);
     return {memory_.data() + position % capacity(), bytes};

@@ -184,6 +184,22 @@ void fill(fuzzer& f, data_hello& m) {
     m.session = f.text(max_string_bytes);
     m.node = f.any<std::uint32_t>();
     m.resume_offset = f.any<std::uint64_t>();
+    m.acked = f.any<std::uint64_t>();
+    m.complete = f.one_in(2);
+}
+void fill(fuzzer& f, reparent& m) {
+    m.parent_node = f.any<std::uint32_t>();
+    m.parent_address = f.text(max_string_bytes);
+    m.parent_port = f.any<std::uint16_t>();
+}
+void fill(fuzzer& f, adopt& m) {
+    m.lost = f.any<std::uint32_t>();
+    for (std::size_t n = f.pick(9); n > 0; --n) m.children.push_back({f.any<std::uint32_t>(), f.text(64)});
+}
+void fill(fuzzer& f, peer_lost& m) {
+    m.node = f.any<std::uint32_t>();
+    m.offset = f.any<std::uint64_t>();
+    m.reason = f.text(max_string_bytes);
 }
 void fill(fuzzer& f, data_accept& m) {
     m.ok = f.one_in(2);

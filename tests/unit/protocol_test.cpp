@@ -125,6 +125,13 @@ TEST(Message, EveryTypeRoundTrips) {
     EXPECT_EQ(round_trip(d), d);
     EXPECT_EQ(round_trip(release{}), release{});
     EXPECT_EQ(round_trip(data_hello{"lab", 4, 77}), (data_hello{"lab", 4, 77}));
+    EXPECT_EQ(round_trip(data_hello{"lab", 4, 1ull << 33, 1ull << 32, true}), (data_hello{"lab", 4, 1ull << 33, 1ull << 32, true}));
+    EXPECT_EQ(round_trip(reparent{2, "10.0.0.2", 4001}), (reparent{2, "10.0.0.2", 4001}));
+    const adopt orphans{3, {{4, "10.0.0.4"}, {7, "10.0.0.7"}}};
+    EXPECT_EQ(round_trip(orphans), orphans);
+    EXPECT_EQ(round_trip(adopt{8, {}}), (adopt{8, {}}));
+    EXPECT_EQ(round_trip(peer_lost{3, 1ull << 31, "child 3 closed the data connection"}),
+              (peer_lost{3, 1ull << 31, "child 3 closed the data connection"}));
     EXPECT_EQ(round_trip(data_accept{false, "not the assigned child"}), (data_accept{false, "not the assigned child"}));
     EXPECT_EQ(round_trip(phase{node_phase::extracting, "/home (stream 2 of 3)"}), (phase{node_phase::extracting, "/home (stream 2 of 3)"}));
     const log_lines lines{{"layout: /dev/sdb: dos table", "", "mkfs.ext4 -F /dev/sdb1"}};

@@ -48,6 +48,22 @@ TEST(RingBuffer, SlowestReaderBoundsFreeSpace) {
     EXPECT_EQ(ring.free_bytes(), ring.capacity() - 400);
 }
 
+TEST(RingBuffer, AddedReaderHoldsFromItsPositionAndRemovedHoldsNothing) {
+    auto ring = make(1, 0);
+    ring.commit(ring.writable(1000).size());
+    ring.consume(0, 300);
+
+    const std::size_t late = ring.add_reader(500);  // a child that resumes at 500
+
+    EXPECT_EQ(ring.read_position(late), 500u);
+    EXPECT_EQ(ring.readable(late).size(), 500u);
+    ring.consume(0, 700);  // the first reader passes it: the late one now bounds free space
+    EXPECT_EQ(ring.free_bytes(), ring.capacity() - 500);
+    ring.remove_reader(late);
+    EXPECT_EQ(ring.free_bytes(), ring.capacity());
+    EXPECT_EQ(ring.add_reader(1000), late);  // the slot is used again
+}
+
 TEST(RingBuffer, WrappingWriteIsContiguous) {
     auto ring = make(1, 0);
     const std::size_t cap = ring.capacity();

@@ -162,11 +162,16 @@ struct done {
 struct release {
     bool operator==(const release&) const = default;
 };
-// child -> parent, on a data connection: who I am and where my stream resumes.
+// child -> parent, on a data connection: who I am and where my stream resumes. A node that
+// was given a new parent (its own died) resumes at the wire byte it has received up to (frames
+// included: every node forwards the same bytes), tells what its subtree holds (`acked`, as in
+// its acks) and whether it already has the whole stream (`complete`: nothing more is sent).
 struct data_hello {
     std::string session;
     std::uint32_t node = 0;
     std::uint64_t resume_offset = 0;
+    std::uint64_t acked = 0;
+    bool complete = false;
     bool operator==(const data_hello&) const = default;
 };
 // parent -> child: accepted (the stream follows) or refused.
@@ -256,9 +261,33 @@ struct status_answer {
     bool operator==(const status_answer&) const = default;
 };
 
+// server -> node, once its parent failed: take the stream from this parent (the nearest live
+// ancestor; node 0 is the server) from the byte you have.
+struct reparent {
+    std::uint32_t parent_node = 0;
+    std::string parent_address;
+    std::uint16_t parent_port = 0;
+    bool operator==(const reparent&) const = default;
+};
+// server -> node, once its child `lost` failed: these nodes (the lost one's children) take its
+// place and will connect to resume; an empty list when it had none.
+struct adopt {
+    std::uint32_t lost = 0;
+    std::vector<child_slot> children;
+    bool operator==(const adopt&) const = default;
+};
+// node -> server: my data connection to `node` (my parent or a child) broke at stream offset
+// `offset` (what I had stored), with the reason: a neighbour's report of a failure.
+struct peer_lost {
+    std::uint32_t node = 0;
+    std::uint64_t offset = 0;
+    std::string reason;
+    bool operator==(const peer_lost&) const = default;
+};
+
 // Alternatives are only appended: a message's type number is its index + 1.
 using message = std::variant<hello, refuse, assign, progress, done, release, data_hello, data_accept, go, go_answer,
-                             challenge, proof, phase, log_lines, status_ask, status_answer>;
+                             challenge, proof, phase, log_lines, status_ask, status_answer, reparent, adopt, peer_lost>;
 
 // Header + body of one message.
 std::vector<std::byte> encode_message(const message& m);

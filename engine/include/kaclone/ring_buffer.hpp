@@ -39,6 +39,13 @@ public:
     void consume(std::size_t reader, std::size_t bytes) noexcept;
     std::uint64_t read_position(std::size_t reader) const noexcept { return readers_[reader]; }
 
+    // A reader that starts at `position` (between the slowest reader and the write position:
+    // those bytes are still held), for a consumer that comes later (a node's new child). Its
+    // index stays valid until remove_reader(); indexes of removed readers are used again.
+    std::size_t add_reader(std::uint64_t position) noexcept;
+    // The reader no longer holds anything. At least one reader always remains.
+    void remove_reader(std::size_t reader) noexcept;
+
     // The retained bytes [position, position + bytes): between the slowest reader and the
     // write position. Lends memory valid until those bytes are consumed by every reader.
     std::span<std::byte> at(std::uint64_t position, std::size_t bytes) const noexcept;
@@ -48,6 +55,7 @@ private:
     std::uint64_t slowest() const noexcept;
 
     mapped_region memory_;
+    static constexpr std::uint64_t removed = ~0ull;  // a free reader slot: holds nothing
     std::vector<std::uint64_t> readers_;
     std::uint64_t write_ = 0;
     std::size_t low_watermark_;
