@@ -1,20 +1,28 @@
-// The data plane of one node on io_uring: receive, verify, store, forward, acknowledge.
+// The data plane of one node on io_uring: receive, verify, store, forward, acknowledge, and
+// keep what the subtree has not acknowledged, so that the children of a failed node can
+// resume here.
 //
 // Every node runs one event loop on a thread of its own: it keeps at most one operation of
-// each kind in flight (one send per socket, so bytes never reorder), submits whatever can go,
-// waits for a completion and handles it. All memory an SQE points at lives in the node object
-// until the CQE is reaped; on error or stop the loop cancels everything and reaps it all
-// before the node (and its ring) goes away.
+// each kind in flight per connection (one send per socket, so bytes never reorder), submits
+// whatever can go, waits for a completion and handles it. All memory an SQE points at lives
+// in the node object until the CQE is reaped; on error or stop the loop cancels everything
+// and reaps it all before the node (and its ring) goes away.
+//
+// Positions: the ring's positions are wire positions. Every node commits every byte it
+// receives, frames included, and forwards the same bytes, so "wire byte W" means the same on
+// every node of the session: a node whose parent failed resumes at the wire byte it has.
 #include <kaclone/relay.hpp>
 
 #include <algorithm>
 #include <cstring>
 #include <deque>
+#include <list>
 #include <optional>
 #include <vector>
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -24,18 +32,61 @@
 #include "../net/uring.hpp"
 
 namespace kaclone {
+
+// ---------------------------------------------------------------- relay_control
+
+result<std::unique_ptr<relay_control>> relay_control::create() {
+    const int fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (fd < 0) return last_sys_error("create the data plane's wake eventfd");
+    return std::unique_ptr<relay_control>(new relay_control(unique_fd{fd}));
+}
+
+void relay_control::push(command c) {
+    {
+        const std::lock_guard lock{mutex_};
+        pending_.push_back(std::move(c));
+    }
+    const std::uint64_t one = 1;
+    [[maybe_unused]] const ssize_t n = ::write(wake_.get(), &one, sizeof one);  // only fails if 2^64 - 1 are pending
+}
+
+void relay_control::attach_child(child c) { push(c); }
+void relay_control::replace_child(std::uint32_t lost, std::vector<std::uint32_t> instead) { push(replace{lost, std::move(instead)}); }
+void relay_control::attach_parent(int fd) { push(parent{fd}); }
+void relay_control::detach_parent() { push(parent{-1}); }
+void relay_control::stop() { push(halt{}); }
+void relay_control::on_event(event_fn fn) {
+    const std::lock_guard lock{mutex_};
+    on_event_ = std::move(fn);
+}
+
+std::vector<relay_control::command> relay_control::take() {
+    const std::lock_guard lock{mutex_};
+    return std::exchange(pending_, {});
+}
+
+void relay_control::emit(const relay_event& e) const {
+    event_fn fn;
+    {
+        const std::lock_guard lock{mutex_};
+        fn = on_event_;
+    }
+    if (fn) fn(e);
+}
+
 namespace {
 
 using protocol::frame_header_bytes;
 
 // What a completion belongs to (its user_data).
 enum class op : std::uint64_t {
-    stop,         // read of the stop eventfd
+    wake,         // read of the control's eventfd: commands are waiting
     parent_in,    // recv from the parent (ring mode), or poll it for bytes (splice mode)
-    child_out,    // send/send_zc ring -> child (ring mode), or poll it for room (splice mode)
+    child_out,    // send/send_zc ring -> child
+    child_poll,   // splice mode: poll the piped child for room
     sink_write,   // write ring -> local sink
     source_read,  // read source -> ring
-    ack_in,       // recv acks from the child
+    ack_in,       // recv acks from a child
     ack_out,      // send an ack to the parent
     cancel,       // the cancel-all issued when stopping
 };
@@ -55,165 +106,293 @@ bool all_zero(const std::byte* p, std::size_t n) noexcept {
     return n == 0 || (p[0] == std::byte{0} && std::memcmp(p, p + 1, n - 1) == 0);
 }
 
+std::string errno_text(int negative_errno) { return std::make_error_code(static_cast<std::errc>(-negative_errno)).message(); }
+
+// Every data connection is used non-blocking, whatever the caller left set: splice mode calls
+// splice itself (tcp_splice_read takes its wait from the socket's O_NONBLOCK, not from
+// SPLICE_F_NONBLOCK), and io_uring's recv and send arm a poll either way.
+result<void> set_nonblocking(int fd) {
+    const int flags = ::fcntl(fd, F_GETFL);
+    if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) return last_sys_error("make a data connection non-blocking");
+    return {};
+}
+
 // State and mechanics shared by the source and the other nodes: the ring, the uring, counting
-// of operations in flight, the stop eventfd, the child's acks and the error that ends the loop.
+// of operations in flight, the commands of the control plane, the children (their acks, what
+// was sent to each, who replaced whom), the retention and the error that ends the loop.
 class node_base {
 protected:
-    // One child's data connection: its acks, and (ring mode) what has been sent to it.
+    // One child's place. `pending`: expected, not connected yet (at the start, or the child of
+    // a failed child); `live`: connected; `lost`: its connection broke, the control plane is
+    // told and its replacement awaited; `gone`: replaced, kept only until nothing of it is in
+    // flight. Pending and lost places hold the retention at what they acknowledged.
     struct child_link {
+        enum class state : std::uint8_t { pending, live, lost, gone };
+        std::uint32_t node = 0;
+        std::uint32_t serial = 0;  // tags its completions (user_data)
+        state st = state::pending;
         int fd = -1;
-        std::size_t reader = 0;  // its ring reader (ring mode)
+        std::optional<std::size_t> reader;  // its ring reader while it is sent from the ring
+        bool piped = false;                 // splice mode: fed from the forward pipe
+        bool wants_poll = false, poll_inflight = false;
         std::array<std::byte, 64 * protocol::ack_bytes> ack_in{};
         std::size_t ack_in_fill = 0;
         bool ack_in_inflight = false;
-        bool closed = false;
+        bool closed = false;  // its end of the connection is closed (after complete)
         std::uint64_t acked = 0;
         bool complete = false;
         bool send_inflight = false;
-        std::uint64_t sent_pos = 0;
+        std::uint64_t sent_pos = 0;  // wire position handed to its socket (or its pipe)
         std::deque<std::uint64_t> zc_pending;  // SEND_ZC: sent up to here, notification pending
+        bool holds() const noexcept { return st != state::gone; }
     };
 
-    node_base(net::uring uring, ring_buffer ring, const relay_config& config, relay_stats& stats,
-              std::span<const int> child_fds, std::size_t first_child_reader)
-        : uring_(std::move(uring)), ring_(std::move(ring)), config_(config), stats_(stats) {
-        for (std::size_t i = 0; i < child_fds.size(); ++i) {
-            children_.emplace_back();
-            children_.back().fd = child_fds[i];
-            children_.back().reader = first_child_reader + i;
-        }
+    // A frame in the ring, until the whole subtree acknowledged it.
+    struct frame_end {
+        std::uint64_t ring_end;
+        std::uint64_t stream_end;
+        bool is_end;
+    };
+
+    node_base(net::uring uring, ring_buffer ring, const relay_config& config, relay_stats& stats, relay_control& control,
+              std::span<const std::uint32_t> children, std::size_t retain_reader)
+        : uring_(std::move(uring)), ring_(std::move(ring)), config_(config), stats_(stats), control_(control),
+          retain_reader_(retain_reader) {
+        for (const std::uint32_t node : children) add_pending(node, 0);
     }
     virtual ~node_base() = default;
 
-    // user_data: the op in the low 32 bits, `index` (which child or splice round) in the high ones.
-    void submit(io_uring_sqe* sqe, op kind, std::size_t index = 0) noexcept {
-        io_uring_sqe_set_data64(sqe, static_cast<std::uint64_t>(kind) | (std::uint64_t{index} << 32));
+    // user_data: the op in the low 32 bits, `tag` (a child's serial) in the high ones.
+    void submit(io_uring_sqe* sqe, op kind, std::uint32_t tag = 0) noexcept {
+        io_uring_sqe_set_data64(sqe, static_cast<std::uint64_t>(kind) | (std::uint64_t{tag} << 32));
         ++inflight_;
     }
     static op kind_of(const io_uring_cqe& cqe) noexcept { return static_cast<op>(cqe.user_data & 0xffffffffu); }
-    static std::size_t index_of(const io_uring_cqe& cqe) noexcept { return static_cast<std::size_t>(cqe.user_data >> 32); }
+    static std::uint32_t tag_of(const io_uring_cqe& cqe) noexcept { return static_cast<std::uint32_t>(cqe.user_data >> 32); }
 
     void fail(error e) {
         if (!error_) error_ = std::move(e);
     }
     void fail_sys(int negative_errno, std::string where) { fail(sys_error(-negative_errno, std::move(where))); }
 
-    void start_stop_watch() {
-        if (config_.stop_fd < 0) return;
-        submit_read(config_.stop_fd, std::as_writable_bytes(std::span(&stop_value_, 1)), op::stop);
-    }
+    // ---- commands of the control plane
 
-    void submit_read(int fd, std::span<std::byte> into, op kind, std::uint64_t offset = ~0ull) {
+    void watch_commands() {
+        if (wake_inflight_) return;
         auto* sqe = uring_.sqe();
-        io_uring_prep_read(sqe, fd, into.data(), static_cast<unsigned>(into.size()), offset);
-        submit(sqe, kind);
+        io_uring_prep_read(sqe, control_.wake_fd(), &wake_value_, sizeof wake_value_, ~0ull);
+        submit(sqe, op::wake);
+        wake_inflight_ = true;
+    }
+    void on_wake(int res) {
+        wake_inflight_ = false;
+        if (res < 0 && !interrupted(res)) fail_sys(res, "read the data plane's wake eventfd");
+    }
+    void apply_commands() {
+        for (auto& c : control_.take()) {
+            if (auto* child = std::get_if<relay_control::child>(&c)) attach_child(*child);
+            else if (auto* r = std::get_if<relay_control::replace>(&c)) replace_child(r->lost, r->instead);
+            else if (auto* p = std::get_if<relay_control::parent>(&c)) on_parent_command(p->fd);
+            else fail(error{std::make_error_code(std::errc::operation_canceled), "data plane stopped"});
+        }
+    }
+    virtual void on_parent_command(int fd) = 0;
+    virtual void unpipe(child_link&) {}
+
+    // ---- children
+
+    child_link& add_pending(std::uint32_t node, std::uint64_t acked) {
+        children_.emplace_back();
+        child_link& c = children_.back();
+        c.node = node;
+        c.serial = ++last_serial_;
+        c.acked = acked;
+        return c;
+    }
+    child_link* link_of(std::uint32_t serial) noexcept {
+        for (auto& c : children_)
+            if (c.serial == serial) return &c;
+        return nullptr;
+    }
+    child_link* place_of(std::uint32_t node) noexcept {
+        for (auto& c : children_)
+            if (c.node == node && c.holds()) return &c;
+        return nullptr;
+    }
+    std::string child_name(const child_link& c) const { return "child node " + std::to_string(c.node); }
+
+    void attach_child(const relay_control::child& a) {
+        child_link* c = place_of(a.node);
+        if (c != nullptr && c->st == child_link::state::live) drop(*c);  // a new connection of the same child
+        if (c == nullptr || c->st != child_link::state::pending) c = &add_pending(a.node, 0);
+        c->fd = a.fd;
+        c->acked = std::max(c->acked, a.acked);
+        c->st = child_link::state::live;
+        if (a.complete) {  // it has everything already: nothing is sent, no ack follows
+            c->complete = true;
+            c->closed = true;
+            c->sent_pos = ring_.write_position();
+            return;
+        }
+        if (a.resume > ring_.write_position() || a.resume < ring_.read_position(retain_reader_))
+            return lose(*c, "it resumes at wire byte " + std::to_string(a.resume) + ", and this node holds bytes " +
+                                std::to_string(ring_.read_position(retain_reader_)) + " to " + std::to_string(ring_.write_position()));
+        if (auto ok = set_nonblocking(a.fd); !ok) return lose(*c, ok.error().message());
+        c->sent_pos = a.resume;
+        c->reader = ring_.add_reader(a.resume);
     }
 
-    bool has_children() const noexcept { return !children_.empty(); }
-    // What every child's subtree holds, and whether all of them verified the end.
+    // The failed child's place goes to its children, which hold at least what it acknowledged.
+    void replace_child(std::uint32_t lost, const std::vector<std::uint32_t>& instead) {
+        std::uint64_t acked = 0;
+        if (child_link* c = place_of(lost)) {
+            acked = c->acked;
+            drop(*c);
+        }
+        for (const std::uint32_t node : instead) add_pending(node, acked);
+    }
+
+    // Stops using a child's connection: shut down (its operations complete), its ring reader
+    // released; the place is gone.
+    void drop(child_link& c) {
+        if (c.fd >= 0 && c.st == child_link::state::live) ::shutdown(c.fd, SHUT_RDWR);
+        if (c.reader) ring_.remove_reader(*c.reader);
+        c.reader.reset();
+        if (c.piped) unpipe(c);
+        c.st = child_link::state::gone;
+    }
+
+    // A live child's connection broke: its place keeps what it acknowledged until the control
+    // plane (told here) replaces it.
+    void lose(child_link& c, std::string why) {
+        if (c.st != child_link::state::live) return;
+        ::shutdown(c.fd, SHUT_RDWR);
+        if (c.reader) ring_.remove_reader(*c.reader);
+        c.reader.reset();
+        if (c.piped) unpipe(c);
+        c.st = child_link::state::lost;
+        control_.emit({relay_event::kind::child_lost, c.node, c.acked, 0, 0, child_name(c) + ": " + why});
+    }
+
+    // Places that are gone and have nothing in flight any more.
+    void forget_gone() {
+        std::erase_if(children_, [](const child_link& c) {
+            return c.st == child_link::state::gone && !c.ack_in_inflight && !c.send_inflight && !c.poll_inflight;
+        });
+    }
+
+    // What every child's subtree holds (lost and pending places count with what they held),
+    // and whether all of them verified the end.
     std::uint64_t children_acked() const noexcept {
         std::uint64_t least = ~0ull;
-        for (const auto& c : children_) least = std::min(least, c.acked);
+        for (const auto& c : children_)
+            if (c.holds()) least = std::min(least, c.acked);
         return least;
     }
     bool children_complete() const noexcept {
-        return std::all_of(children_.begin(), children_.end(), [](const child_link& c) { return c.complete; });
-    }
-    std::string child_name(std::size_t i) const {
-        return children_.size() == 1 ? "the child" : "child " + std::to_string(i + 1) + " of " + std::to_string(children_.size());
+        return std::all_of(children_.begin(), children_.end(), [](const child_link& c) { return !c.holds() || c.complete; });
     }
 
-    // Child acks: one recv in flight per child; completes whole 16-byte acks as they arrive.
+    // Child acks: one recv in flight per live child; completes whole 16-byte acks as they arrive.
     void maybe_receive_acks() {
-        for (std::size_t i = 0; i < children_.size(); ++i) {
-            child_link& c = children_[i];
-            if (c.ack_in_inflight || c.closed) continue;
+        for (auto& c : children_) {
+            if (c.st != child_link::state::live || c.ack_in_inflight || c.closed) continue;
             auto* sqe = uring_.sqe();
             io_uring_prep_recv(sqe, c.fd, c.ack_in.data() + c.ack_in_fill, c.ack_in.size() - c.ack_in_fill, 0);
-            submit(sqe, op::ack_in, i);
+            submit(sqe, op::ack_in, c.serial);
             c.ack_in_inflight = true;
         }
     }
-    void on_ack_in(int res, std::size_t i) {
-        child_link& c = children_[i];
+    void on_ack_in(int res, child_link& c) {
         c.ack_in_inflight = false;
-        if (interrupted(res)) return;
-        if (res < 0) return fail_sys(res, "receive acknowledgements from " + child_name(i));
+        if (c.st != child_link::state::live || interrupted(res)) return;
+        if (res < 0) return lose(c, "receive its acknowledgements: " + errno_text(res));
         if (res == 0) {
             c.closed = true;
-            if (!c.complete) fail(error{std::make_error_code(std::errc::connection_reset),
-                                        child_name(i) + " closed the data connection at offset " + std::to_string(c.acked) +
-                                            " before the end"});
+            if (!c.complete) lose(c, "closed the data connection at offset " + std::to_string(c.acked) + " before the end");
             return;
         }
         c.ack_in_fill += static_cast<std::size_t>(res);
         std::size_t used = 0;
         for (; c.ack_in_fill - used >= protocol::ack_bytes; used += protocol::ack_bytes) {
             auto a = protocol::decode_ack(std::span<const std::byte, protocol::ack_bytes>(c.ack_in.data() + used, protocol::ack_bytes),
-                                          "acknowledgement from " + child_name(i));
-            if (!a) return fail(std::move(a).error());
+                                          "acknowledgement from " + child_name(c));
+            if (!a) return lose(c, a.error().message());
             c.acked = std::max(c.acked, a->offset);
             c.complete = c.complete || a->complete;
         }
         std::memmove(c.ack_in.data(), c.ack_in.data() + used, c.ack_in_fill - used);
         c.ack_in_fill -= used;
-        on_child_ack();
     }
-    virtual void on_child_ack() {}
 
-    // Ring -> every child, one send in flight per child; each child's bytes stay reserved (its
-    // reader) until sent, and with SEND_ZC until the kernel's notification says it no longer
-    // needs them.
+    // Ring -> every live child that is not fed from the pipe, one send in flight per child;
+    // each child's bytes stay reserved (its reader) until sent, and with SEND_ZC until the
+    // kernel's notification says it no longer needs them.
     void maybe_forward(bool zerocopy) {
         const std::uint64_t end = ring_.write_position();
-        for (std::size_t i = 0; i < children_.size(); ++i) {
-            child_link& c = children_[i];
-            if (c.send_inflight || c.sent_pos == end) continue;
+        for (auto& c : children_) {
+            if (c.st != child_link::state::live || c.piped || c.complete || c.send_inflight || c.sent_pos == end) continue;
             const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(end - c.sent_pos, max_io_bytes));
             const auto bytes = ring_.at(c.sent_pos, n);
             auto* sqe = uring_.sqe();
             if (zerocopy && zerocopy_works_) io_uring_prep_send_zc(sqe, c.fd, bytes.data(), n, MSG_NOSIGNAL, 0);
             else io_uring_prep_send(sqe, c.fd, bytes.data(), n, MSG_NOSIGNAL);
-            submit(sqe, op::child_out, i);
+            submit(sqe, op::child_out, c.serial);
             c.send_inflight = true;
         }
     }
-    void on_forward(const io_uring_cqe& cqe, std::size_t i) {
-        child_link& c = children_[i];
+    void on_forward(const io_uring_cqe& cqe, child_link& c) {
         if (cqe.flags & IORING_CQE_F_NOTIF) {  // the kernel is done with the oldest zc send
-            KACLONE_ASSERT(!c.zc_pending.empty());
-            ring_.consume(c.reader, static_cast<std::size_t>(c.zc_pending.front() - ring_.read_position(c.reader)));
+            if (c.zc_pending.empty()) return;  // a place given up meanwhile
+            if (c.reader) ring_.consume(*c.reader, static_cast<std::size_t>(c.zc_pending.front() - ring_.read_position(*c.reader)));
             c.zc_pending.pop_front();
             return;
         }
         c.send_inflight = false;
-        if (interrupted(cqe.res)) return;
+        const bool notification_follows = cqe.flags & IORING_CQE_F_MORE;
+        if (notification_follows) ++inflight_;
+        if (c.st != child_link::state::live) {
+            c.zc_pending.clear();  // its reader is gone: the notifications release nothing
+            return;
+        }
+        if (cqe.res > 0) c.sent_pos += static_cast<std::uint64_t>(cqe.res);
+        if (notification_follows) c.zc_pending.push_back(c.sent_pos);  // keeps each notification's place in line
+        else if (c.zc_pending.empty()) ring_.consume(*c.reader, static_cast<std::size_t>(c.sent_pos - ring_.read_position(*c.reader)));
+        else c.zc_pending.push_back(c.sent_pos);  // behind earlier notifications
+        if (cqe.res > 0 || interrupted(cqe.res)) return;
         if ((cqe.res == -EINVAL || cqe.res == -EOPNOTSUPP) && zerocopy_works_) {
             zerocopy_works_ = false;  // kernel or socket without SEND_ZC: plain send from now on
             return;
         }
-        if (cqe.res <= 0) return fail_sys(cqe.res == 0 ? -EPIPE : cqe.res, "send to " + child_name(i));
-        c.sent_pos += static_cast<std::uint64_t>(cqe.res);
-        if (cqe.flags & IORING_CQE_F_MORE) {
-            ++inflight_;  // the notification is still to come
-            c.zc_pending.push_back(c.sent_pos);
-        } else if (c.zc_pending.empty()) {
-            ring_.consume(c.reader, static_cast<std::size_t>(c.sent_pos - ring_.read_position(c.reader)));
-        } else {
-            c.zc_pending.push_back(c.sent_pos);  // keep the order behind earlier notifications
+        lose(c, "send to it: " + errno_text(cqe.res == 0 ? -EPIPE : cqe.res));
+    }
+
+    // ---- retention
+
+    // Frames leave the ring once every place below acknowledged them (the end frame: once
+    // every place verified it).
+    void release_retained() {
+        const std::uint64_t acked = children_acked();
+        const bool complete = children_complete();
+        std::uint64_t release_to = ring_.read_position(retain_reader_);
+        while (!frames_.empty() && frames_.front().stream_end <= acked && (!frames_.front().is_end || complete)) {
+            release_to = frames_.front().ring_end;
+            frames_.pop_front();
         }
+        ring_.consume(retain_reader_, static_cast<std::size_t>(release_to - ring_.read_position(retain_reader_)));
     }
 
     // Stops everything in flight and reaps every completion, so no SQE outlives its memory.
     // After an error the parent side is shut down both ways (also waking splices blocked in
-    // io-wq); the child only gets our end of stream, so it still verifies every byte we
+    // io-wq); the children only get our end of stream, so each still verifies every byte we
     // forwarded and reports a bad frame itself instead of a reset. After success only the
     // receive side is shut: that ends a receive still waiting for bytes after the end frame.
     void drain(int parent_fd) {
         if (inflight_ == 0) return;
         if (parent_fd >= 0) ::shutdown(parent_fd, error_ ? SHUT_RDWR : SHUT_RD);
         if (error_)
-            for (const auto& c : children_) ::shutdown(c.fd, SHUT_WR);
+            for (const auto& c : children_)
+                if (c.st == child_link::state::live) ::shutdown(c.fd, SHUT_WR);
         auto* sqe = uring_.sqe();
         io_uring_prep_cancel(sqe, nullptr, IORING_ASYNC_CANCEL_ANY);
         submit(sqe, op::cancel);
@@ -238,16 +417,34 @@ protected:
         io_uring_cq_advance(uring_.get(), seen);
     }
 
-    void on_stop() { fail(error{std::make_error_code(std::errc::operation_canceled), "data plane stopped"}); }
+    // The completions both kinds of node share; false if `cqe` is not one of them.
+    bool handle_common(const io_uring_cqe& cqe) {
+        switch (kind_of(cqe)) {
+            case op::wake: on_wake(cqe.res); return true;
+            case op::child_out:
+                if (child_link* c = link_of(tag_of(cqe))) on_forward(cqe, *c);
+                else if (cqe.flags & IORING_CQE_F_MORE) ++inflight_;
+                return true;
+            case op::ack_in:
+                if (child_link* c = link_of(tag_of(cqe))) on_ack_in(cqe.res, *c);
+                return true;
+            default: return false;
+        }
+    }
 
     net::uring uring_;
     ring_buffer ring_;
     const relay_config& config_;
     relay_stats& stats_;
-    std::vector<child_link> children_;
+    relay_control& control_;
+    std::list<child_link> children_;  // a list: SQEs point into its elements, which never move
+    std::uint32_t last_serial_ = 0;
+    std::size_t retain_reader_;
+    std::deque<frame_end> frames_;
     unsigned inflight_ = 0;
     std::optional<error> error_;
-    std::uint64_t stop_value_ = 0;
+    std::uint64_t wake_value_ = 0;
+    bool wake_inflight_ = false;
     bool zerocopy_works_ = true;
 };
 
@@ -255,32 +452,39 @@ protected:
 
 class source_node : node_base {
 public:
-    // Ring readers: one per child (what it was sent), then the retention (what all acked).
-    source_node(net::uring uring, ring_buffer ring, int source_fd, std::span<const int> child_fds,
-                const relay_config& config, relay_stats& stats)
-        : node_base(std::move(uring), std::move(ring), config, stats, child_fds, 0),
-          source_fd_(source_fd), retain_reader_(child_fds.size()) {}
+    // Ring reader 0 is the retention (what all acked); each child adds its own when it connects.
+    source_node(net::uring uring, ring_buffer ring, int source_fd, std::span<const std::uint32_t> children,
+                const relay_config& config, relay_stats& stats, relay_control& control)
+        : node_base(std::move(uring), std::move(ring), config, stats, control, children, 0), source_fd_(source_fd) {}
 
     result<relay_result> run() {
-        start_stop_watch();
-        while (!error_ && !(end_committed_ && children_complete())) {
+        while (!error_) {
+            apply_commands();
+            release_retained();
+            forget_gone();
+            if (error_ || (end_committed_ && children_complete())) break;
             maybe_read_source();
             maybe_forward(config_.mode == relay_mode::zerocopy);
             maybe_receive_acks();
+            watch_commands();
+            publish();
+            if (end_committed_ && children_complete()) continue;  // nothing more would complete
             if (const int rc = uring_.submit_and_wait(); rc < 0) fail_sys(rc, "io_uring wait");
             reap([this](const io_uring_cqe& cqe) { handle(cqe); });
         }
         drain(-1);
         if (error_) return *error_;
+        publish();
         return relay_result{offset_, digest_.digest(), std::chrono::steady_clock::now() - eof_at_};
     }
 
 private:
-    struct frame_end {
-        std::uint64_t ring_end;
-        std::uint64_t stream_end;
-        bool is_end;
-    };
+    void on_parent_command(int) override {}  // the source has no parent
+
+    void publish() {
+        stats_.acked_bytes.store(std::min(children_acked(), offset_), std::memory_order_relaxed);
+        stats_.retained_bytes.store(ring_.write_position() - ring_.read_position(retain_reader_), std::memory_order_relaxed);
+    }
 
     void maybe_read_source() {
         if (read_inflight_ || end_committed_) return;
@@ -296,8 +500,10 @@ private:
             fill_ = 0;
         }
         const auto frame = ring_.writable(frame_bytes);
-        submit_read(source_fd_, frame.subspan(frame_header_bytes + fill_, config_.frame_payload_bytes - fill_),
-                    op::source_read);
+        auto* sqe = uring_.sqe();
+        const auto into = frame.subspan(frame_header_bytes + fill_, config_.frame_payload_bytes - fill_);
+        io_uring_prep_read(sqe, source_fd_, into.data(), static_cast<unsigned>(into.size()), ~0ull);
+        submit(sqe, op::source_read);
         read_inflight_ = true;
     }
 
@@ -349,6 +555,7 @@ private:
         ring_.commit(frame.size());
         offset_ += fill_;
         frames_.push_back({ring_.write_position(), offset_, false});
+        stats_.stored_bytes.store(offset_, std::memory_order_relaxed);
     }
 
     void commit_end_frame() {
@@ -363,31 +570,12 @@ private:
         end_committed_ = true;
     }
 
-    // Retention: frames leave the ring once the whole subtree acknowledged them.
-    void on_child_ack() override {
-        const std::uint64_t acked = children_acked();
-        const bool complete = children_complete();
-        std::uint64_t release_to = ring_.read_position(retain_reader_);
-        while (!frames_.empty() && frames_.front().stream_end <= acked && (!frames_.front().is_end || complete)) {
-            release_to = frames_.front().ring_end;
-            frames_.pop_front();
-        }
-        ring_.consume(retain_reader_, static_cast<std::size_t>(release_to - ring_.read_position(retain_reader_)));
-        stats_.acked_bytes.store(acked, std::memory_order_relaxed);
-    }
-
     void handle(const io_uring_cqe& cqe) {
-        switch (kind_of(cqe)) {
-            case op::source_read: return on_source_read(cqe.res);
-            case op::child_out: return on_forward(cqe, index_of(cqe));
-            case op::ack_in: return on_ack_in(cqe.res, index_of(cqe));
-            case op::stop: return on_stop();
-            default: return;
-        }
+        if (handle_common(cqe)) return;
+        if (kind_of(cqe) == op::source_read) on_source_read(cqe.res);
     }
 
     int source_fd_;
-    std::size_t retain_reader_;
     bool read_inflight_ = false;
     bool frame_open_ = false;
     bool eof_ = false;
@@ -395,7 +583,6 @@ private:
     std::size_t fill_ = 0;
     std::uint64_t offset_ = 0;
     std::chrono::steady_clock::time_point eof_at_{};
-    std::deque<frame_end> frames_;
     protocol::digest_state digest_;
 };
 
@@ -407,30 +594,36 @@ struct splice_pipes {
     net::pipe_pair in, forward;
 };
 
+constexpr std::size_t pipe_bytes = 1u << 20;
+
 class relay_node : node_base {
 public:
-    relay_node(net::uring uring, ring_buffer ring, std::optional<splice_pipes> pipes, int parent_fd,
-               std::span<const int> child_fds, local_sink sink, const relay_config& config, relay_stats& stats)
-        : node_base(std::move(uring), std::move(ring), config, stats, child_fds, store_reader + 1),
-          pipes_(std::move(pipes)), parent_fd_(parent_fd), sink_(sink) {}
+    // Ring reader 0 is the store (what the sink wrote), reader 1 the retention.
+    relay_node(net::uring uring, ring_buffer ring, std::optional<splice_pipes> pipes, std::span<const std::uint32_t> children,
+               local_sink sink, const relay_config& config, relay_stats& stats, relay_control& control)
+        : node_base(std::move(uring), std::move(ring), config, stats, control, children, retain_reader),
+          pipes_(std::move(pipes)), sink_(sink) {}
 
     result<relay_result> run() {
-        start_stop_watch();
-        while (!error_ && !finished()) {
-            if (pipes_) {
-                pump_splice();
-            } else {
-                maybe_receive();
-                maybe_forward(config_.mode == relay_mode::zerocopy);
-            }
+        while (!error_) {
+            apply_commands();
+            release_retained();
+            forget_gone();
+            if (error_ || finished()) break;
+            if (pipes_) pump_splice();
+            else maybe_receive();
+            maybe_forward(config_.mode == relay_mode::zerocopy);
             maybe_write_sink();
             maybe_receive_acks();
             maybe_send_ack();
+            check_detached();
+            watch_commands();
             if (error_) break;  // pump_splice() fails synchronously: nothing more would complete
+            if (finished()) continue;
             if (const int rc = uring_.submit_and_wait(); rc < 0) fail_sys(rc, "io_uring wait");
             reap([this](const io_uring_cqe& cqe) { handle(cqe); });
         }
-        drain(parent_fd_);
+        drain(parent_ == parent_state::none ? -1 : parent_fd_);
         if (error_) return *error_;
         if (sink_.kind == sink_kind::regular_file && ::ftruncate(sink_.fd, static_cast<off_t>(total_)) != 0)
             return last_sys_error("set the size of the sink file");
@@ -438,7 +631,11 @@ public:
     }
 
 private:
-    static constexpr std::size_t store_reader = 0;  // then one reader per child in ring mode
+    static constexpr std::size_t store_reader = 0, retain_reader = 1;
+
+    // none: no parent (before the first, or after one failed): waiting for attach_parent;
+    // detaching: given up, waiting for its operations in flight to end.
+    enum class parent_state : std::uint8_t { none, attached, detaching };
 
     // A verified frame waiting to be written: payload [pos, pos + len) of the ring at stream
     // `offset`; the ring is released up to `ring_end` (its header included) once written.
@@ -448,13 +645,59 @@ private:
     };
 
     bool finished() const noexcept {
-        return end_verified_ && jobs_.empty() && !write_inflight_ && children_complete() &&
-               (sent_complete_ || parent_gone_) && !ack_out_inflight_;
+        return end_verified_ && jobs_.empty() && !write_inflight_ && children_complete() && !ack_out_inflight_ &&
+               (sent_complete_ || parent_ == parent_state::none);
+    }
+
+    // ---- the parent
+
+    void on_parent_command(int fd) override {
+        if (fd < 0) {  // detach
+            if (parent_ == parent_state::attached) begin_detach("the server gave this node a new parent");
+            else if (parent_ == parent_state::none) announce_detached("the server gave this node a new parent");
+            return;
+        }
+        if (parent_ == parent_state::none) return attach_parent(fd);
+        next_parent_fd_ = fd;  // once the current one is detached
+        begin_detach("the server gave this node a new parent");
+    }
+
+    void attach_parent(int fd) {
+        if (auto ok = set_nonblocking(fd); !ok) return fail(std::move(ok).error());
+        parent_fd_ = fd;
+        parent_ = parent_state::attached;
+        parent_eof_ = false;
+        parent_wants_poll_ = false;
+        sent_ack_ = ~0ull;  // tell the new parent at once what this subtree holds
+        sent_complete_ = false;
+    }
+
+    // The parent's connection is given up: nothing new goes on it; what is in flight ends
+    // (the shutdown makes it end) and what was received is kept, then check_detached().
+    void begin_detach(std::string why) {
+        if (parent_ != parent_state::attached) return;
+        parent_ = parent_state::detaching;
+        detach_reason_ = std::move(why);
+        ::shutdown(parent_fd_, SHUT_RDWR);
+        parent_wants_poll_ = false;
+    }
+
+    void check_detached() {
+        if (parent_ != parent_state::detaching || receive_inflight_ || parent_poll_inflight_ || ack_out_inflight_ || in_bytes_ > 0)
+            return;
+        parent_ = parent_state::none;
+        parent_fd_ = -1;
+        announce_detached(detach_reason_);
+        if (next_parent_fd_ >= 0) attach_parent(std::exchange(next_parent_fd_, -1));
+    }
+
+    void announce_detached(const std::string& why) {
+        control_.emit({relay_event::kind::parent_detached, 0, stored_, ring_.write_position(), std::min(stored_, children_acked()), why});
     }
 
     // zerocopy mode and leaves: parent -> ring.
     void maybe_receive() {
-        if (receive_inflight_ || end_verified_ || parent_eof_) return;
+        if (parent_ != parent_state::attached || receive_inflight_ || end_verified_ || parent_eof_) return;
         const auto into = ring_.writable(max_io_bytes);
         if (into.empty()) return;
         auto* sqe = uring_.sqe();
@@ -466,27 +709,30 @@ private:
     void on_parent_in(int res) {
         receive_inflight_ = false;
         if (interrupted(res)) return;  // nothing was received: submitted again
-        if (res < 0) return fail_sys(res, "receive from the parent");
+        if (res < 0) return begin_detach("receive from the parent: " + errno_text(res));
         if (res == 0) return on_parent_eof();
-        ring_.commit(static_cast<std::size_t>(res));
+        ring_.commit(static_cast<std::size_t>(res));  // also while detaching: these bytes were received
         parse();
     }
 
     void on_parent_eof() {
         parent_eof_ = true;
         if (!end_verified_)
-            fail(error{std::make_error_code(std::errc::connection_reset),
-                       "parent closed the data connection at offset " + std::to_string(next_offset_) + " before the end of the stream"});
+            begin_detach("the parent closed the data connection at offset " + std::to_string(next_offset_) +
+                         " before the end of the stream");
     }
 
-    // splice mode, driven from this thread with non-blocking splice, tee and read: io_uring
-    // only says when the parent has bytes or the child has room (one-shot polls), so no
-    // operation waits in an io-wq worker (four thread hand-offs per round before) and no pipe
-    // is ever held by a splice blocked on a socket.
+    // ---- splice mode
+    //
+    // Driven from this thread with non-blocking splice, tee and read: io_uring only says when
+    // the parent has bytes or the child has room (one-shot polls), so no operation waits in
+    // an io-wq worker and no pipe is ever held by a splice blocked on a socket.
     //   in:   parent -> in pipe, only when the in pipe is empty, at most what the ring can take;
     //   step: tee the in pipe -> forward pipe (appended behind what the child still has to
     //         get), then read exactly the teed bytes from the in pipe into the ring;
     //   out:  forward pipe -> child.
+    // The tee runs only while the one child has every byte before it (a child that resumes,
+    // or the children of a tree, are sent from the ring instead, like zerocopy mode).
     // A slow sink fills the ring, so nothing more is taken from the parent and TCP pushes
     // back; a slow child fills the forward pipe, tee stops, the in pipe stays full: the same.
     void pump_splice() {
@@ -497,47 +743,99 @@ private:
             moved = out || step || in;
         }
         if (error_) return;
-        if (parent_wants_poll_ && !parent_poll_inflight_) arm_poll(parent_fd_, POLLIN, op::parent_in, parent_poll_inflight_);
-        if (child_wants_poll_ && !child_poll_inflight_) arm_poll(children_[0].fd, POLLOUT, op::child_out, child_poll_inflight_);
+        if (parent_wants_poll_ && !parent_poll_inflight_ && parent_ == parent_state::attached) {
+            auto* sqe = uring_.sqe();
+            io_uring_prep_poll_add(sqe, parent_fd_, POLLIN);
+            submit(sqe, op::parent_in);
+            parent_poll_inflight_ = true;
+        }
+        if (child_link* c = piped(); c != nullptr && c->wants_poll && !c->poll_inflight) {
+            auto* sqe = uring_.sqe();
+            io_uring_prep_poll_add(sqe, c->fd, POLLOUT);
+            submit(sqe, op::child_poll, c->serial);
+            c->poll_inflight = true;
+        }
     }
 
-    void arm_poll(int fd, unsigned events, op kind, bool& inflight) {
-        auto* sqe = uring_.sqe();
-        io_uring_prep_poll_add(sqe, fd, events);
-        submit(sqe, kind);
-        inflight = true;
+    child_link* piped() noexcept {
+        for (auto& c : children_)
+            if (c.piped) return &c;
+        return nullptr;
     }
 
-    void on_poll(int res, bool& inflight, bool& wants) {
-        inflight = false;
-        if (res < 0 && !interrupted(res) && res != -ECANCELED) return fail_sys(res, "poll a data connection");
-        wants = false;  // ready (or interrupted): pump_splice() tries again and re-arms if need be
+    // The only child, live and sent everything before the in pipe's bytes: fed from the pipe now.
+    child_link* pipe_caught_up() {
+        child_link* only = nullptr;
+        for (auto& c : children_) {
+            if (!c.holds()) continue;
+            if (only != nullptr) return nullptr;
+            only = &c;
+        }
+        if (only == nullptr || only->st != child_link::state::live || only->complete || only->send_inflight ||
+            !only->zc_pending.empty() || only->sent_pos != ring_.write_position() || forward_bytes_ != 0)
+            return nullptr;
+        if (only->reader) ring_.remove_reader(*only->reader);
+        only->reader.reset();
+        only->piped = true;
+        return only;
+    }
+
+    // A piped child is given up: what its pipe still holds is not for anyone else.
+    void unpipe(child_link& c) override {
+        c.piped = false;
+        c.wants_poll = false;
+        if (forward_bytes_ == 0) return;
+        auto fresh = net::pipe_pair::create(pipe_bytes);
+        if (!fresh) return fail(std::move(fresh).error());
+        pipes_->forward = *std::move(fresh);
+        forward_bytes_ = 0;
+    }
+
+    void on_child_poll(int res, child_link& c) {
+        c.poll_inflight = false;
+        if (c.st != child_link::state::live) return;
+        if (res < 0 && !interrupted(res) && res != -ECANCELED) return lose(c, "poll its connection: " + errno_text(res));
+        c.wants_poll = false;  // ready (or interrupted): pump_splice() tries again and re-arms if need be
+    }
+
+    void on_parent_poll(int res) {
+        parent_poll_inflight_ = false;
+        if (parent_ != parent_state::attached) return;
+        if (res < 0 && !interrupted(res) && res != -ECANCELED) return begin_detach("poll the parent's connection: " + errno_text(res));
+        parent_wants_poll_ = false;
     }
 
     // True when bytes moved; EAGAIN: wait for the child's POLLOUT.
     bool splice_out() {
-        if (forward_bytes_ == 0 || child_wants_poll_) return false;
-        const ssize_t n = ::splice(pipes_->forward.read_end(), nullptr, children_[0].fd, nullptr, forward_bytes_,
-                                   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        child_link* c = piped();
+        if (c == nullptr || forward_bytes_ == 0 || c->wants_poll) return false;
+        const ssize_t n = ::splice(pipes_->forward.read_end(), nullptr, c->fd, nullptr, forward_bytes_, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
         if (n > 0) {
             forward_bytes_ -= static_cast<std::size_t>(n);
             return true;
         }
-        if (n < 0 && errno == EAGAIN) child_wants_poll_ = true;
-        else if (n == 0 || errno != EINTR) fail_sys(n == 0 ? -EPIPE : -errno, "send to the child");
+        if (n < 0 && errno == EAGAIN) c->wants_poll = true;
+        else if (n == 0 || errno != EINTR) lose(*c, "send to it: " + errno_text(n == 0 ? -EPIPE : -errno));
         return false;
     }
 
     bool tee_and_read() {
         if (in_bytes_ == 0) return false;
-        const ssize_t teed = ::tee(pipes_->in.read_end(), pipes_->forward.write_end(), in_bytes_, SPLICE_F_NONBLOCK);
-        if (teed <= 0) {
-            if (teed == 0 || (errno != EAGAIN && errno != EINTR))
-                fail_sys(teed == 0 ? -EIO : -errno, "tee the received bytes to the child's pipe");
-            return false;  // EAGAIN: the forward pipe is full until the child takes more
+        child_link* c = piped();
+        if (c == nullptr) c = pipe_caught_up();
+        std::size_t take = in_bytes_;
+        if (c != nullptr) {
+            const ssize_t teed = ::tee(pipes_->in.read_end(), pipes_->forward.write_end(), in_bytes_, SPLICE_F_NONBLOCK);
+            if (teed <= 0) {
+                if (teed == 0 || (errno != EAGAIN && errno != EINTR))
+                    fail_sys(teed == 0 ? -EIO : -errno, "tee the received bytes to the child's pipe");
+                return false;  // EAGAIN: the forward pipe is full until the child takes more
+            }
+            take = static_cast<std::size_t>(teed);
+            forward_bytes_ += take;
+            c->sent_pos += take;
         }
-        forward_bytes_ += static_cast<std::size_t>(teed);
-        for (std::size_t left = static_cast<std::size_t>(teed); left > 0;) {
+        for (std::size_t left = take; left > 0;) {
             const auto into = ring_.writable(left);
             const ssize_t n = ::read(pipes_->in.read_end(), into.data(), into.size());
             if (n < 0 && errno == EINTR) continue;
@@ -554,7 +852,7 @@ private:
     }
 
     bool splice_in() {
-        if (in_bytes_ > 0 || parent_wants_poll_ || parent_eof_ || end_verified_) return false;
+        if (parent_ != parent_state::attached || in_bytes_ > 0 || parent_wants_poll_ || parent_eof_ || end_verified_) return false;
         // All that comes in must fit the ring when it is read; less than 64 KiB of room is
         // not worth the syscalls: the sink frees more first.
         const std::size_t cap = pipes_->in.capacity();
@@ -567,10 +865,11 @@ private:
         }
         if (n == 0) on_parent_eof();
         else if (errno == EAGAIN) parent_wants_poll_ = true;
-        else if (errno != EINTR) fail_sys(-errno, "receive from the parent");
+        else if (errno != EINTR) begin_detach("receive from the parent: " + errno_text(-errno));
         return false;
     }
 
+    // ---- frames and the sink
 
     std::string place() const { return "stream 0 at offset " + std::to_string(next_offset_); }
 
@@ -607,6 +906,7 @@ private:
                 digest_.update(payload);
                 jobs_.push_back({parse_pos_ + frame_header_bytes, h->payload_bytes, next_offset_, ring_end});
                 next_offset_ += h->payload_bytes;
+                frames_.push_back({ring_end, next_offset_, false});
             } else {
                 const auto end = protocol::decode_end_payload(payload.first<protocol::end_payload_bytes>());
                 if (end.total_bytes != next_offset_)
@@ -616,6 +916,7 @@ private:
                     return fail(error{make_error_code(protocol::errc::bad_checksum),
                                       place() + ": stream digest " + digest_.digest().hex() + ", the source's is " + end.digest.hex()});
                 jobs_.push_back({ring_end, 0, next_offset_, ring_end});
+                frames_.push_back({ring_end, next_offset_, true});
                 total_ = next_offset_;
                 end_verified_ = true;
             }
@@ -677,9 +978,11 @@ private:
         stats_.stored_bytes.store(stored_, std::memory_order_relaxed);
     }
 
+    // ---- acknowledgements
+
     // What this node and its subtree hold, up to the parent; one ack in flight.
     void maybe_send_ack() {
-        if (ack_out_inflight_ || sent_complete_ || parent_gone_) return;
+        if (parent_ != parent_state::attached || ack_out_inflight_ || sent_complete_) return;
         const std::uint64_t offset = std::min(stored_, children_acked());
         const bool complete = end_verified_ && jobs_.empty() && !write_inflight_ && children_complete();
         if (offset == sent_ack_ && !complete) return;
@@ -695,44 +998,40 @@ private:
 
     void on_ack_out(int res) {
         ack_out_inflight_ = false;
+        if (parent_ != parent_state::attached) return;
         if (interrupted(res)) {
             sent_ack_ = ~0ull;  // not sent: maybe_send_ack() sends the current state again
             return;
         }
-        if (res == -EPIPE || res == -ECONNRESET) {
-            // The parent went away: what it sent is still to be received and verified here,
-            // and the receive path reports how the stream ended.
-            parent_gone_ = true;
-            return;
-        }
-        if (res < 0) return fail_sys(res, "send an acknowledgement to the parent");
+        // The parent went away: what it sent is still to be received and verified here.
+        if (res < 0) return begin_detach("send an acknowledgement to the parent: " + errno_text(res));
         if (static_cast<std::size_t>(res) != protocol::ack_bytes)
             return fail(error{std::make_error_code(std::errc::io_error), "short acknowledgement send"});
         sent_complete_ = sending_complete_;
     }
 
     void handle(const io_uring_cqe& cqe) {
-        const std::size_t index = index_of(cqe);
+        if (handle_common(cqe)) return;
         switch (kind_of(cqe)) {
-            case op::parent_in:
-                return pipes_ ? on_poll(cqe.res, parent_poll_inflight_, parent_wants_poll_) : on_parent_in(cqe.res);
-            case op::child_out:
-                return pipes_ ? on_poll(cqe.res, child_poll_inflight_, child_wants_poll_) : on_forward(cqe, index);
+            case op::parent_in: return pipes_ ? on_parent_poll(cqe.res) : on_parent_in(cqe.res);
+            case op::child_poll:
+                if (child_link* c = link_of(tag_of(cqe))) on_child_poll(cqe.res, *c);
+                return;
             case op::sink_write: return on_sink_write(cqe.res);
-            case op::ack_in: return on_ack_in(cqe.res, index);
             case op::ack_out: return on_ack_out(cqe.res);
-            case op::stop: return on_stop();
             default: return;
         }
     }
 
-    std::optional<splice_pipes> pipes_;  // splice mode (one child) only
-    int parent_fd_;
+    std::optional<splice_pipes> pipes_;  // splice mode with one child only
     local_sink sink_;
+    parent_state parent_ = parent_state::none;
+    int parent_fd_ = -1;
+    int next_parent_fd_ = -1;
+    std::string detach_reason_;
     std::size_t in_bytes_ = 0;       // splice mode: in the in pipe, not teed yet
     std::size_t forward_bytes_ = 0;  // splice mode: in the forward pipe, not sent to the child yet
     bool parent_wants_poll_ = false, parent_poll_inflight_ = false;
-    bool child_wants_poll_ = false, child_poll_inflight_ = false;
     bool receive_inflight_ = false;
     bool parent_eof_ = false;
 
@@ -751,51 +1050,35 @@ private:
     std::uint64_t sent_ack_ = 0;
     bool sending_complete_ = false;
     bool sent_complete_ = false;
-    bool parent_gone_ = false;  // acks can no longer be sent
 };
 
 constexpr unsigned ring_entries = 64;
 
-// Every data connection is used non-blocking, whatever the caller left set: splice mode calls
-// splice itself (tcp_splice_read takes its wait from the socket's O_NONBLOCK, not from
-// SPLICE_F_NONBLOCK), and io_uring's recv and send arm a poll either way.
-result<void> set_nonblocking(std::span<const int> fds) {
-    for (const int fd : fds) {
-        const int flags = ::fcntl(fd, F_GETFL);
-        if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) return last_sys_error("make a data connection non-blocking");
-    }
-    return {};
-}
-
 }  // namespace
 
-result<relay_result> run_source(int source_fd, std::span<const int> child_fds, const relay_config& config,
-                                relay_stats& stats) {
+result<relay_result> run_source(int source_fd, std::span<const std::uint32_t> children, const relay_config& config,
+                                relay_stats& stats, relay_control& control) {
     auto uring = net::uring::create(ring_entries);
     if (!uring) return std::move(uring).error();
     const std::size_t frame_bytes = frame_header_bytes + config.frame_payload_bytes + protocol::frame_tag_bytes;
-    auto ring = ring_buffer::create(config.buffer_bytes, child_fds.size() + 1, std::max(config.buffer_bytes / 4, frame_bytes));
+    auto ring = ring_buffer::create(config.buffer_bytes, 1, std::max(config.buffer_bytes / 4, frame_bytes));
     if (!ring) return std::move(ring).error();
     if (ring->capacity() < 2 * frame_bytes)
         return error{make_error_code(kaclone::errc::out_of_range), "--buffer must hold two frames"};
-    if (auto ok = set_nonblocking(child_fds); !ok) return std::move(ok).error();
-    source_node node{*std::move(uring), *std::move(ring), source_fd, child_fds, config, stats};
+    source_node node{*std::move(uring), *std::move(ring), source_fd, children, config, stats, control};
     return node.run();
 }
 
-result<relay_result> run_relay(int parent_fd, std::span<const int> child_fds, local_sink sink, const relay_config& config,
-                               relay_stats& stats) {
+result<relay_result> run_relay(std::span<const std::uint32_t> children, local_sink sink, const relay_config& config,
+                               relay_stats& stats, relay_control& control) {
     auto uring = net::uring::create(ring_entries);
     if (!uring) return std::move(uring).error();
-    // Splice mode forwards to one child without the ring; several children (a tree) or
-    // zerocopy mode send from the ring, one reader per child.
-    const bool splicing = child_fds.size() == 1 && config.mode == relay_mode::splice;
-    const std::size_t readers = 1 + (splicing ? 0 : child_fds.size());
-    auto ring = ring_buffer::create(config.buffer_bytes, readers, config.buffer_bytes / 4);
+    // Splice mode forwards to one child through pipes; several children (a tree) or zerocopy
+    // mode send from the ring.
+    auto ring = ring_buffer::create(config.buffer_bytes, 2, config.buffer_bytes / 4);
     if (!ring) return std::move(ring).error();
     std::optional<splice_pipes> pipes;
-    if (splicing) {
-        constexpr std::size_t pipe_bytes = 1u << 20;
+    if (children.size() == 1 && config.mode == relay_mode::splice) {
         auto in = net::pipe_pair::create(pipe_bytes);
         if (!in) return std::move(in).error();
         auto forward = net::pipe_pair::create(pipe_bytes);
@@ -809,9 +1092,7 @@ result<relay_result> run_relay(int parent_fd, std::span<const int> child_fds, lo
         struct stat st{};
         if (::fstat(sink.fd, &st) == 0 && S_ISFIFO(st.st_mode)) (void)::fcntl(sink.fd, F_SETPIPE_SZ, 1 << 20);
     }
-    if (auto ok = set_nonblocking(child_fds); !ok) return std::move(ok).error();
-    if (auto ok = set_nonblocking(std::span(&parent_fd, 1)); !ok) return std::move(ok).error();
-    relay_node node{*std::move(uring), *std::move(ring), std::move(pipes), parent_fd, child_fds, sink, config, stats};
+    relay_node node{*std::move(uring), *std::move(ring), std::move(pipes), children, sink, config, stats, control};
     return node.run();
 }
 

@@ -14,6 +14,8 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
+#include <list>
+#include <map>
 #include <optional>
 #include <thread>
 
@@ -168,6 +170,7 @@ struct background {
             asio::post(io, [this, r = std::move(r)]() mutable {
                 outcome = std::move(r);
                 wake.cancel();
+                if (on_done) on_done();
             });
         });
     }
@@ -180,15 +183,9 @@ struct background {
     std::thread thread;
     asio::steady_timer wake;
     std::optional<result<T>> outcome;
+    std::function<void()> on_done;  // on the io_context, once `outcome` is set
 };
 using data_plane = background<relay_result>;
-
-// The data connections' fds, borrowed by the data plane (which sets their file flags).
-std::vector<int> fds_of(std::vector<tcp::socket>& sockets) {
-    std::vector<int> fds;
-    for (auto& s : sockets) fds.push_back(s.native_handle());
-    return fds;
-}
 
 std::string host_name() {
     std::array<char, 256> name{};
@@ -358,9 +355,15 @@ asio::awaitable<void> greet(tcp::socket socket, const serve_config& config, admi
     } else if (auto* h = std::get_if<protocol::hello>(&*m)) {
         // Why a node of this session cannot join now ("" if it can).
         const auto closed = [&]() -> std::string {
-            if (state.started)
-                return "session '" + config.session + "' is already running with " + std::to_string(state.joined.size()) +
-                       " nodes; a node cannot join a running session";
+            if (state.started) {
+                std::string was;
+                if (state.nodes != nullptr)
+                    for (const auto& n : *state.nodes)
+                        if (n.address == remote.address().to_string() && n.phase == protocol::node_phase::failed)
+                            was = " (node " + std::to_string(n.node) + " at " + n.address + " failed in it: " + n.detail + ")";
+                return "session '" + config.session + "' is already running with " + std::to_string(state.nodes ? state.nodes->size() : state.joined.size()) +
+                       " nodes; a node cannot join a running session" + was;
+            }
             if (state.joined.size() >= config.nodes)
                 return "session '" + config.session + "' already has its " + std::to_string(config.nodes) + " nodes";
             return "";
@@ -460,64 +463,60 @@ asio::awaitable<std::string> wait_for_start(const serve_config& config, admissio
     }
 }
 
-// Accepts data connections until every assigned child (`children`: node and the only address
-// it may come from) has connected and proved the key; anyone else is refused with one log line.
-// Returns the sockets in the order of `children`.
-asio::awaitable<result<std::vector<tcp::socket>>> accept_children(tcp::acceptor& acceptor, const std::string& session,
-                                                                  const std::optional<auth::session_key>& key,
-                                                                  const std::vector<protocol::child_slot>& children,
-                                                                  log_fn log) {
-    std::vector<std::optional<tcp::socket>> accepted(children.size());
-    std::size_t missing = children.size();
-    asio::steady_timer timer{acceptor.get_executor(), std::chrono::seconds(60)};
-    while (missing > 0) {
-        auto got = co_await (acceptor.async_accept(use_result) || timer.async_wait(use_result));
-        if (got.index() == 1) {
-            std::string late;
-            for (std::size_t i = 0; i < children.size(); ++i)
-                if (!accepted[i]) late += (late.empty() ? "" : ", ") + children[i].address;
-            co_return session_error(session_errc::timeout, "waiting for child " + late + " to connect");
-        }
-        auto [ec, socket] = std::move(std::get<0>(got));
-        if (ec) co_return net_error(ec, "accept a child's data connection");
+// Who may connect as a child now, and where an accepted child goes. Shared by the server
+// (its own children) and every node; changes as failed nodes' children move.
+struct child_door {
+    std::map<std::uint32_t, std::string> expected;  // node -> the only address it may come from
+    relay_control* control = nullptr;                // the data plane it is handed to
+    std::list<tcp::socket> sockets;                   // accepted: open until the session ends
+};
+
+// Accepts data connections for the whole session (until the acceptor is closed): an expected
+// child that proves the key is handed to the data plane with where it resumes; anyone else is
+// refused with one log line. One handshake at a time, each bounded by 5 s.
+asio::awaitable<void> accept_data(tcp::acceptor& acceptor, const std::string& session, const std::optional<auth::session_key>& key,
+                                  child_door& door, log_fn log) {
+    for (;;) {
+        auto [ec, socket] = co_await acceptor.async_accept(use_result);
+        if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
+        if (ec) continue;  // e.g. the peer reset before we accepted
         asio::error_code gone;
         const auto remote = socket.remote_endpoint(gone);
         if (gone) continue;  // reset before we looked
         const std::string peer = endpoint_text(remote);
         auto m = co_await read_message(socket, peer, std::chrono::seconds(5));
+        if (!acceptor.is_open()) co_return;
         const auto* hello = m ? std::get_if<protocol::data_hello>(&*m) : nullptr;
         std::string refusal;
-        std::size_t slot = children.size();
         if (hello == nullptr) {
             refusal = m ? "expected a data hello" : m.error().code.message();
         } else {
-            for (std::size_t i = 0; i < children.size(); ++i)
-                if (!accepted[i] && hello->session == session && hello->node == children[i].node &&
-                    remote.address().to_string() == children[i].address)
-                    slot = i;
-            if (slot == children.size()) refusal = "not an assigned child that is still to connect";
+            const auto slot = door.expected.find(hello->node);
+            if (hello->session != session || slot == door.expected.end() || slot->second != remote.address().to_string())
+                refusal = "not an assigned child that is still to connect";
         }
         if (refusal.empty()) {
             auto proved = co_await demand_proof(socket, peer, key, session, role::data_child, role::data_parent, std::chrono::seconds(5));
+            if (!acceptor.is_open()) co_return;
             if (!proved) {
                 if (log) log("refused data connection from " + peer + ": " + failed_proof(proved.error()));
                 continue;  // demand_proof told the peer
             }
             const protocol::message welcome = protocol::data_accept{true, ""};
             auto w = co_await write_message(socket, welcome, peer);
-            if (!w) co_return std::move(w).error();
+            if (!acceptor.is_open()) co_return;
+            if (!w || !door.expected.contains(hello->node)) continue;  // gone meanwhile (it failed)
             socket.set_option(tcp::no_delay(true), gone);
-            accepted[slot] = std::move(socket);
-            --missing;
+            door.expected.erase(hello->node);
+            door.sockets.push_back(std::move(socket));
+            door.control->attach_child({hello->node, door.sockets.back().native_handle(), hello->resume_offset, hello->acked,
+                                        hello->complete});
             continue;
         }
         if (log) log("refused data connection from " + peer + ": " + refusal);
         const protocol::message refused = protocol::data_accept{false, refusal};
         if (m) co_await write_message(socket, refused, peer);
     }
-    std::vector<tcp::socket> sockets;
-    for (auto& a : accepted) sockets.push_back(std::move(*a));
-    co_return sockets;
 }
 
 // How many nodes' report readers have ended (done received or connection lost); each end
@@ -549,19 +548,111 @@ void keep_line(const serve_config& config, node_report& report, const std::strin
     if (report.last_lines.size() > 20) report.last_lines.pop_front();
 }
 
+// The server's side of healing: who is whose parent now, who failed, and what must be told to
+// whom. When a node fails, its children move to its parent (the nearest live ancestor, as a
+// failed parent's children moved to it before) and resume there from the byte they have; the
+// parent is told to expect them in the failed node's place. Lives in serve(), borrowed by the
+// report readers.
+struct healing {
+    const serve_config& config;
+    std::vector<joined_node>& nodes;  // node k is nodes[k - 1]
+    serve_report& report;
+    child_door& door;        // the server's own children
+    relay_control& source;   // the server's data plane
+    std::string server_address;
+    std::uint16_t server_port = 0;
+    std::function<void()> wake;  // the main loop: messages are waiting
+    std::vector<std::uint32_t> parent;                // by node; [0] unused
+    std::vector<std::vector<std::uint32_t>> children; // [0]: the server's
+    std::vector<bool> failed;
+    std::deque<std::pair<std::uint32_t, protocol::message>> outbox;  // to node k, in order
+    bool stream_done = false;  // the source's stream is complete everywhere: nothing to heal
+
+    std::string name_of(std::uint32_t k) const {
+        return k == 0 ? "the server" : "node " + std::to_string(k) + " (" + nodes[k - 1].address + ")";
+    }
+
+    // Node k failed (once: later reasons are ignored): report it, cut it off, heal around it.
+    void fail(std::uint32_t k, const std::string& why) {
+        node_report& r = report.nodes[k - 1];
+        if (failed[k] || r.phase == protocol::node_phase::done) return;
+        failed[k] = true;
+        r.lost = why + " (at offset " + std::to_string(r.stored_bytes) + ")";
+        r.bytes_per_second = 0;
+        enter_phase(config, r, protocol::node_phase::failed, r.lost);
+        emit(config, {session_event::kind::node_failed, r.node, r.name, r.address, r.parent_address, r.stored_bytes, 0, r.lost});
+        // Told why (a stopped node reads it when it continues), then cut off: its reader ends.
+        outbox.emplace_back(k, protocol::refuse{"dropped from session '" + config.session + "': " + r.lost});
+        const std::uint32_t up = parent[k];
+        auto& siblings = children[up];
+        const auto at = std::find(siblings.begin(), siblings.end(), k);
+        const std::vector<std::uint32_t> orphans = std::exchange(children[k], {});
+        if (at != siblings.end()) siblings.insert(siblings.erase(at), orphans.begin(), orphans.end());
+        for (const std::uint32_t o : orphans) parent[o] = up;
+        std::string moved;
+        for (const std::uint32_t o : orphans) moved += (moved.empty() ? "" : ", ") + std::to_string(o);
+        if (config.log)
+            config.log(name_of(k) + " failed: " + r.lost +
+                       (orphans.empty() || stream_done ? "" : "; node " + moved + " now resume" + (orphans.size() == 1 ? "s" : "") +
+                                                                   " from " + name_of(up)));
+        if (stream_done) return;
+        protocol::adopt place{k, {}};
+        for (const std::uint32_t o : orphans) {
+            place.children.push_back({o, nodes[o - 1].address});
+            report.nodes[o - 1].parent_address = up == 0 ? server_address : nodes[up - 1].address;
+            protocol::reparent move{up, report.nodes[o - 1].parent_address, up == 0 ? server_port : nodes[up - 1].data_port};
+            outbox.emplace_back(o, std::move(move));
+        }
+        if (up == 0) {
+            door.expected.erase(k);
+            std::vector<std::uint32_t> ids;
+            for (const auto& c : place.children) {
+                door.expected[c.node] = c.address;
+                ids.push_back(c.node);
+            }
+            source.replace_child(k, std::move(ids));
+        } else {
+            outbox.emplace_back(up, std::move(place));
+        }
+        if (wake) wake();
+    }
+
+    // A node's report that its data connection to `about` broke: believed when `about` is its
+    // parent or child now (a report about a node that already moved away is late news), and
+    // acted on after a grace of 1 s, so that a node that failed on its own says why first (a
+    // dead one loses its control connection at once).
+    struct suspicion {
+        std::uint32_t node;
+        clock::time_point since;
+        std::string why;
+    };
+    std::vector<suspicion> suspects;
+    void neighbour_lost(std::uint32_t reporter, const protocol::peer_lost& p) {
+        if (p.node == 0 || p.node >= parent.size() || failed[p.node]) return;
+        const auto& mine = children[reporter];
+        if (parent[reporter] != p.node && std::find(mine.begin(), mine.end(), p.node) == mine.end()) return;
+        suspects.push_back({p.node, clock::now(), name_of(reporter) + " lost its data connection to it: " + p.reason});
+    }
+    void judge_suspects() {
+        const auto now = clock::now();
+        for (const auto& s : std::exchange(suspects, {})) {
+            if (now - s.since < std::chrono::seconds(1)) suspects.push_back(s);
+            else fail(s.node, s.why);
+        }
+    }
+};
+
 // Reads a node's control messages until its done (or the connection ends). Borrows all four
 // from serve(), which waits for every reader to end before it returns.
-asio::awaitable<void> collect_reports(tcp::socket& control, node_report& report, report_tally& tally,
-                                      const serve_config& config, clock::time_point& last_heard) {
+asio::awaitable<void> collect_reports(tcp::socket& control, node_report& report, report_tally& tally, healing& heal,
+                                      clock::time_point& last_heard) {
+    const serve_config& config = heal.config;
     clock::time_point sampled = clock::now();
     std::uint64_t sampled_bytes = 0;
     for (;;) {
         auto m = co_await read_message(control, report.address, forever);
         if (!m) {  // lost before done: reported stays false
-            const std::string why = !report.lost.empty() ? report.lost : "lost its control connection: " + m.error().message();
-            enter_phase(config, report, protocol::node_phase::failed, why);
-            emit(config, {session_event::kind::node_failed, report.node, report.name, report.address, report.parent_address,
-                          report.stored_bytes, 0, why});
+            heal.fail(report.node, "lost its control connection: " + m.error().message());
             break;
         }
         last_heard = clock::now();
@@ -580,14 +671,20 @@ asio::awaitable<void> collect_reports(tcp::socket& control, node_report& report,
                 enter_phase(config, report, ph->what, ph->detail);
         } else if (auto* lines = std::get_if<protocol::log_lines>(&*m)) {
             for (const auto& line : lines->lines) keep_line(config, report, line);
+        } else if (auto* lost = std::get_if<protocol::peer_lost>(&*m)) {
+            heal.neighbour_lost(report.node, *lost);
         } else if (auto* d = std::get_if<protocol::done>(&*m)) {
             report.done = *d;
             report.reported = true;
             report.stored_bytes = d->stored_bytes;
             report.bytes_per_second = 0;
-            enter_phase(config, report, d->ok ? protocol::node_phase::done : protocol::node_phase::failed, d->ok ? "" : d->message);
-            emit(config, {d->ok ? session_event::kind::node_done : session_event::kind::node_failed, report.node, report.name,
-                          report.address, report.parent_address, d->stored_bytes, 0, d->ok ? d->digest.hex() : d->message});
+            if (!d->ok) {
+                heal.fail(report.node, d->message);
+                break;
+            }
+            enter_phase(config, report, protocol::node_phase::done, "");
+            emit(config, {session_event::kind::node_done, report.node, report.name, report.address, report.parent_address,
+                          d->stored_bytes, 0, d->digest.hex()});
             break;
         }
     }
@@ -601,6 +698,54 @@ asio::awaitable<void> wait_for_reports(report_tally& tally, std::size_t count, c
         tally.wake.expires_at(deadline);
         co_await tally.wake.async_wait(use_result);
     }
+}
+
+// Sends what healing queued for the nodes, in order; a node that failed meanwhile is skipped.
+asio::awaitable<void> send_queued(healing& heal) {
+    while (!heal.outbox.empty()) {
+        auto [k, m] = std::move(heal.outbox.front());
+        heal.outbox.pop_front();
+        const bool cut = std::holds_alternative<protocol::refuse>(m);
+        if (heal.failed[k] && !cut) continue;
+        joined_node& n = heal.nodes[k - 1];
+        co_await write_message(n.control, m, n.address);
+        asio::error_code ignored;
+        if (cut) n.control.shutdown(tcp::socket::shutdown_both, ignored);
+    }
+}
+
+// Nodes that are failed by what the server sees, once a second: silence on the control
+// connection (a stopped process, a host or link down: heartbeats are once a second), and
+// with --drop-slow the node that holds everyone back by more than the server can keep.
+void check_stalls(healing& heal, const std::vector<clock::time_point>& heard, const relay_stats& stats, unsigned& retention_full_for) {
+    const serve_config& config = heal.config;
+    const auto now = clock::now();
+    for (std::uint32_t k = 1; k <= heal.nodes.size(); ++k) {
+        const auto& r = heal.report.nodes[k - 1];
+        if (heal.failed[k] || r.phase == protocol::node_phase::done || now - heard[k - 1] < config.stall_timeout) continue;
+        heal.fail(k, "no word from it for " + std::to_string(config.stall_timeout.count() / 1000.0).substr(0, 3) +
+                         " s (stopped, or its host or link is down; --stall-timeout)");
+    }
+    // The source holds what not every node has; once that nears --buffer for 2 s running, the
+    // node with the largest lag behind its parent is the one holding everyone back.
+    const std::uint64_t full = config.relay.buffer_bytes - std::min<std::uint64_t>(config.relay.buffer_bytes, 8u << 20);
+    retention_full_for = stats.retained_bytes.load() >= full ? retention_full_for + 1 : 0;
+    if (!config.drop_slow || retention_full_for < 2) return;
+    std::uint32_t slowest = 0;
+    std::uint64_t worst = 0;
+    for (std::uint32_t k = 1; k <= heal.nodes.size(); ++k) {
+        const auto& r = heal.report.nodes[k - 1];
+        if (heal.failed[k] || r.phase == protocol::node_phase::done) continue;
+        const std::uint64_t ahead = heal.parent[k] == 0 ? stats.stored_bytes.load() : heal.report.nodes[heal.parent[k] - 1].stored_bytes;
+        const std::uint64_t lag = ahead > r.stored_bytes ? ahead - r.stored_bytes : 0;
+        if (lag > worst) {
+            worst = lag;
+            slowest = k;
+        }
+    }
+    if (slowest == 0 || worst < config.relay.buffer_bytes / 2) return;
+    retention_full_for = 0;
+    heal.fail(slowest, "too slow: " + std::to_string(worst >> 20) + " MiB behind its parent while the server's --buffer was full (--drop-slow)");
 }
 
 asio::awaitable<result<serve_report>> serve(asio::io_context& io, tcp::acceptor& control, tcp::acceptor& data,
@@ -620,9 +765,8 @@ asio::awaitable<result<serve_report>> serve(asio::io_context& io, tcp::acceptor&
     if (config.log) config.log("starting with " + std::to_string(nodes.size()) + " nodes: " + why);
     emit(config, {session_event::kind::started, 0, "", "", "", 0, nodes.size(), why});
     const auto plan = plan_tree(nodes.size(), config.arity);
-    const auto address_of = [&](std::size_t slot) {
-        return slot == 0 ? nodes[0].control.local_endpoint().address().to_string() : nodes[slot - 1].address;
-    };
+    const std::string server_address = nodes[0].control.local_endpoint().address().to_string();
+    const auto address_of = [&](std::size_t slot) { return slot == 0 ? server_address : nodes[slot - 1].address; };
 
     // Sessions with a key tag every frame under a key that is new for this stream.
     std::optional<auth::frame_signer> signer;
@@ -633,9 +777,23 @@ asio::awaitable<result<serve_report>> serve(asio::io_context& io, tcp::acceptor&
     }
     relay_config source_relay = config.relay;
     source_relay.signer = signer ? &*signer : nullptr;
+    auto source_control = relay_control::create();
+    if (!source_control) co_return std::move(source_control).error();
 
     serve_report report;
     report_tally tally{io};
+    child_door door;
+    door.control = source_control->get();
+    data_plane plane{io};
+    healing heal{config, nodes, report, door, **source_control, server_address, data.local_endpoint().port(),
+                 [&plane] { plane.wake.cancel(); }, {}, {}, {}, {}, false, {}};
+    heal.parent.assign(nodes.size() + 1, 0);
+    heal.children.assign(nodes.size() + 1, {});
+    heal.failed.assign(nodes.size() + 1, false);
+    for (std::size_t slot = 0; slot <= nodes.size(); ++slot) {
+        heal.parent[slot] = static_cast<std::uint32_t>(plan[slot].parent);
+        for (std::size_t child : plan[slot].children) heal.children[slot].push_back(static_cast<std::uint32_t>(child));
+    }
     for (std::size_t i = 0; i < nodes.size(); ++i) {
         protocol::assign a = base;
         a.node = static_cast<std::uint32_t>(i + 1);
@@ -647,9 +805,6 @@ asio::awaitable<result<serve_report>> serve(asio::io_context& io, tcp::acceptor&
             a.children.push_back({static_cast<std::uint32_t>(child), nodes[child - 1].address});
         a.stream_bytes = config.source_bytes;
         a.relay_mode = static_cast<std::uint8_t>(config.relay.mode);
-        const protocol::message assignment = a;
-        auto w = co_await write_message(nodes[i].control, assignment, nodes[i].address);
-        if (!w) co_return std::move(w).error();
         node_report r;
         r.node = a.node;
         r.name = nodes[i].name;
@@ -657,45 +812,61 @@ asio::awaitable<result<serve_report>> serve(asio::io_context& io, tcp::acceptor&
         r.parent_address = a.parent_address;
         r.phase_since = clock::now();
         report.nodes.push_back(std::move(r));
+        const protocol::message assignment = a;
+        // A node lost before the start fails like any other (below, once every reader runs).
+        (void)co_await write_message(nodes[i].control, assignment, nodes[i].address);
         emit(config, {session_event::kind::assigned, a.node, nodes[i].name, nodes[i].address, a.parent_address, 0,
                       a.children.size(), ""});
     }
     state.nodes = &report.nodes;
     std::vector<clock::time_point> heard(nodes.size(), clock::now());
     for (std::size_t i = 0; i < nodes.size(); ++i)
-        asio::co_spawn(io, collect_reports(nodes[i].control, report.nodes[i], tally, config, heard[i]), asio::detached);
+        asio::co_spawn(io, collect_reports(nodes[i].control, report.nodes[i], tally, heal, heard[i]), asio::detached);
 
-    std::vector<protocol::child_slot> firsts;
-    for (std::size_t child : plan[0].children)
-        firsts.push_back({static_cast<std::uint32_t>(child), nodes[child - 1].address});
-    auto children = co_await accept_children(data, config.session, config.key, firsts, config.log);
-    if (!children) co_return std::move(children).error();
-    const std::vector<int> child_fds = fds_of(*children);
+    std::vector<std::uint32_t> firsts;
+    for (std::size_t child : plan[0].children) {
+        firsts.push_back(static_cast<std::uint32_t>(child));
+        door.expected[static_cast<std::uint32_t>(child)] = nodes[child - 1].address;
+    }
+    asio::co_spawn(io, accept_data(data, config.session, config.key, door, config.log), asio::detached);
     if (config.log)
         config.log((config.arity <= 1 ? "chain of " : std::to_string(config.arity) + "-ary tree of ") + std::to_string(nodes.size()) +
-                   " nodes connected, streaming");
+                   " nodes assigned, streaming");
 
     const auto started = clock::now();
     for (auto& r : report.nodes)
         if (r.phase == protocol::node_phase::waiting) enter_phase(config, r, protocol::node_phase::receiving, "");
-    data_plane plane{io};
-    plane.start(io, [&config, &source_relay, &stats, &child_fds] { return run_source(config.source_fd, child_fds, source_relay, stats); });
+    plane.start(io, [&config, &source_relay, &stats, &firsts, &source_control] {
+        return run_source(config.source_fd, firsts, source_relay, stats, **source_control);
+    });
+    unsigned retention_full_for = 0;
+    auto next_check = clock::now() + std::chrono::seconds(1);
     while (!plane.outcome) {
-        co_await plane.wait(std::chrono::seconds(1));
+        if (heal.outbox.empty())
+            co_await plane.wait(std::chrono::milliseconds(std::max<long>(1, std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                                            next_check - clock::now()).count())));
+        co_await send_queued(heal);
         if (plane.outcome) break;
+        if (clock::now() < next_check) continue;
+        next_check = clock::now() + std::chrono::milliseconds(500);
+        heal.judge_suspects();
+        check_stalls(heal, heard, stats, retention_full_for);
+        co_await send_queued(heal);
         if (config.on_tick) config.on_tick(stats);
         if (config.on_nodes) config.on_nodes(report.nodes);
         emit(config, {session_event::kind::progress, 0, "", "", "", stats.acked_bytes.load(), nodes.size(), ""});
     }
+    heal.stream_done = true;
+    data.close();  // no more children: the accept loop ends
     if (!*plane.outcome) {
         // The stream stopped: the nodes will see their connections close and report.
         if (config.log) config.log("stream failed: " + plane.outcome->error().message());
-        for (auto& c : *children) c.close();
+        for (auto& c : door.sockets) c.close();
     } else {
         report.source = **plane.outcome;
     }
     // Every node reports done (or loses its connection) after the stream ends; one that says
-    // nothing for report_silence is given up (its reader then ends with that reason).
+    // nothing for report_silence is given up (its reader then ends).
     state.finishing = true;
     for (auto& h : heard) h = std::max(h, clock::now());
     while (tally.settled < nodes.size()) {
@@ -703,12 +874,11 @@ asio::awaitable<result<serve_report>> serve(asio::io_context& io, tcp::acceptor&
         co_await tally.wake.async_wait(use_result);
         const auto now = clock::now();
         for (std::size_t i = 0; i < nodes.size(); ++i) {
-            auto& r = report.nodes[i];
-            if (r.phase == protocol::node_phase::done || r.phase == protocol::node_phase::failed || !r.lost.empty()) continue;
             if (now - heard[i] < config.report_silence) continue;
-            r.lost = "said nothing for " + std::to_string(config.report_silence.count() / 1000) + " s after the stream ended";
-            nodes[i].control.close();
+            heal.fail(static_cast<std::uint32_t>(i + 1),
+                      "said nothing for " + std::to_string(config.report_silence.count() / 1000) + " s after the stream ended");
         }
+        co_await send_queued(heal);
         if (config.on_nodes) config.on_nodes(report.nodes);
     }
     report.wall = clock::now() - started;
@@ -717,6 +887,7 @@ asio::awaitable<result<serve_report>> serve(asio::io_context& io, tcp::acceptor&
     const protocol::message release = protocol::release{};
     asio::steady_timer spacing{io};
     for (std::size_t i = 0; i < nodes.size(); ++i) {
+        if (heal.failed[i + 1]) continue;
         if (i > 0 && config.stagger.count() > 0) {
             spacing.expires_after(config.stagger);
             co_await spacing.async_wait(use_result);
@@ -725,7 +896,8 @@ asio::awaitable<result<serve_report>> serve(asio::io_context& io, tcp::acceptor&
         nodes[i].control.close();
         emit(config, {session_event::kind::released, report.nodes[i].node, nodes[i].name, nodes[i].address, "", 0, 0, ""});
     }
-    // Closing ends every reader still waiting; they borrow `nodes`, `report` and `tally`.
+    for (auto& n : nodes) n.control.close();
+    // Closing ends every reader still waiting; they borrow `nodes`, `report`, `heal` and `tally`.
     co_await wait_for_reports(tally, nodes.size(), clock::time_point::max());
     co_return report;
 }
@@ -838,26 +1010,40 @@ asio::awaitable<result<tcp::endpoint>> discover(asio::io_context& io, find_confi
                                                          std::to_string(config.retries) + (config.retries == 1 ? " attempt" : " attempts") + " (asked " + asked + ")");
 }
 
-asio::awaitable<result<tcp::socket>> connect_parent(asio::io_context& io, const protocol::assign& a, const std::string& session,
+// Where a node takes its stream from: its parent now (node 0 is the server).
+struct parent_target {
+    std::uint32_t node = 0;
+    std::string address;
+    std::uint16_t port = 0;
+};
+
+// A data connection to `to`, accepted there: says who this node is and where it resumes
+// (`hello`), proves the key, reads the answer. 3 s to connect, 5 s per answer: a parent that
+// does not answer is failed by the server meanwhile and this node moved on.
+asio::awaitable<result<tcp::socket>> connect_parent(asio::io_context& io, const parent_target& to, protocol::data_hello hello,
                                                     const std::optional<auth::session_key>& key) {
-    const tcp::endpoint parent{asio::ip::make_address(a.parent_address), a.parent_port};
+    asio::error_code bad;
+    const auto address = asio::ip::make_address(to.address, bad);
+    if (bad) co_return net_error(bad, "parent address " + to.address);
+    const tcp::endpoint parent{address, to.port};
     const std::string peer = "parent " + endpoint_text(parent);
     tcp::socket socket{io};
-    asio::steady_timer timer{io, std::chrono::seconds(10)};
+    asio::steady_timer timer{io, std::chrono::seconds(3)};
     auto got = co_await (socket.async_connect(parent, use_result) || timer.async_wait(use_result));
     if (got.index() == 1) co_return session_error(session_errc::timeout, "connect to " + peer);
     if (auto [ec] = std::get<0>(got); ec) co_return net_error(ec, "connect to " + peer);
-    const protocol::message hello = protocol::data_hello{session, a.node, 0};
-    auto w = co_await write_message(socket, hello, peer);
+    const std::string session = hello.session;
+    const protocol::message said = std::move(hello);
+    auto w = co_await write_message(socket, said, peer);
     if (!w) co_return std::move(w).error();
-    auto proved = co_await give_proof(socket, peer, key, session, role::data_child, role::data_parent, std::chrono::seconds(10));
+    auto proved = co_await give_proof(socket, peer, key, session, role::data_child, role::data_parent, std::chrono::seconds(5));
     if (!proved) co_return std::move(proved).error();
-    auto m = co_await read_message(socket, peer, std::chrono::seconds(10));
+    auto m = co_await read_message(socket, peer, std::chrono::seconds(5));
     if (!m) co_return std::move(m).error();
     const auto* accept = std::get_if<protocol::data_accept>(&*m);
     if (accept == nullptr || !accept->ok)
         co_return session_error(session_errc::refused, peer + ": " + (accept ? accept->reason : "unexpected answer"));
-    socket.set_option(tcp::no_delay(true));
+    socket.set_option(tcp::no_delay(true), bad);
     co_return std::move(socket);
 }
 
@@ -906,13 +1092,152 @@ asio::awaitable<void> send_status(tcp::socket& control, node_status* status, con
     co_await flush();
 }
 
+// A node's running session, shared by its coroutines (each holds it) and the data plane's
+// events (posted into the io_context).
+struct node_run : std::enable_shared_from_this<node_run> {
+    node_run(asio::io_context& io, tcp::socket server) : control(std::move(server)), data(io, tcp::endpoint{tcp::v4(), 0}), wake(io) {}
+    // Something below changed: the main loop looks at once.
+    void poke() {
+        dirty = true;
+        wake.cancel();
+    }
+
+    tcp::socket control;  // to the server
+    tcp::acceptor data;   // for children
+    asio::steady_timer wake;
+    bool dirty = false;
+    child_door door;
+    std::unique_ptr<relay_control> relay;
+    std::deque<relay_event> events;          // from the data plane, not handled yet
+    std::optional<parent_target> moved_to;   // the parent to take the stream from next
+    std::optional<result<tcp::socket>> connected;  // a parent connection attempt's outcome
+    bool connecting = false;
+    bool attached = false;         // the data plane has a parent connection
+    bool detach_asked = false;     // and was asked to give it up
+    std::uint32_t parent_node = 0;
+    std::string parent_address;  // "" before the first
+    relay_event resume_at{relay_event::kind::parent_detached, 0, 0, 0, 0, ""};  // where the stream resumes (wire, acked)
+    std::list<tcp::socket> parents;  // every parent connection: open until the session ends
+    bool released = false;
+    bool server_gone = false;
+    std::string dropped;  // the server's reason when it cut this node off
+};
+
+// Reads the server's messages for the whole session: a new parent, the children of a failed
+// child, the release; a refusal (the server dropped this node) or a lost connection stops the
+// data plane.
+asio::awaitable<void> read_server(std::shared_ptr<node_run> run, std::string server_text) {
+    for (;;) {
+        auto m = co_await read_message(run->control, server_text, forever);
+        if (!m) {
+            run->server_gone = true;
+            if (!run->released && run->dropped.empty()) {
+                run->dropped = "lost the control connection to the " + server_text + ": " + m.error().message();
+                run->relay->stop();
+            }
+            break;
+        }
+        if (auto* r = std::get_if<protocol::reparent>(&*m)) {
+            run->moved_to = parent_target{r->parent_node, r->parent_address, r->parent_port};
+        } else if (auto* a = std::get_if<protocol::adopt>(&*m)) {
+            run->door.expected.erase(a->lost);
+            std::vector<std::uint32_t> ids;
+            for (const auto& c : a->children) {
+                run->door.expected[c.node] = c.address;
+                ids.push_back(c.node);
+            }
+            run->relay->replace_child(a->lost, std::move(ids));
+        } else if (std::holds_alternative<protocol::release>(*m)) {
+            run->released = true;
+        } else if (auto* refused = std::get_if<protocol::refuse>(&*m)) {
+            run->dropped = "the server dropped this node from the session: " + refused->reason;
+            run->relay->stop();
+        }
+        run->poke();
+    }
+    run->poke();
+}
+
+asio::awaitable<void> try_parent(std::shared_ptr<node_run> run, asio::io_context& io, parent_target to, protocol::data_hello hello,
+                                 const std::optional<auth::session_key>& key) {
+    auto got = co_await connect_parent(io, to, std::move(hello), key);
+    run->connected.emplace(std::move(got));
+    run->poke();
+}
+
+asio::awaitable<void> accept_children(std::shared_ptr<node_run> run, const std::string& session,
+                                      const std::optional<auth::session_key>& key, log_fn log) {
+    co_await accept_data(run->data, session, key, run->door, std::move(log));
+}
+
+// The node's side of healing, each time something changed: the data plane's events become
+// reports to the server; a new parent is connected once the data plane has given up the old
+// one (resuming at the wire byte it has); after the stream (`stream_over`) a new parent is
+// only told that this subtree is complete. Returns messages for the server.
+std::vector<protocol::message> tend_parent(node_run& run, asio::io_context& io, const join_config& config, std::uint32_t node,
+                                           bool stream_over, bool stream_ok) {
+    std::vector<protocol::message> out;
+    for (const relay_event& e : std::exchange(run.events, {})) {
+        if (e.what == relay_event::kind::child_lost) {
+            out.push_back(protocol::peer_lost{e.node, e.offset, e.reason});
+            continue;
+        }
+        run.attached = false;
+        run.resume_at = e;
+        if (!std::exchange(run.detach_asked, false)) out.push_back(protocol::peer_lost{run.parent_node, e.offset, e.reason});
+    }
+    if (run.connected) {
+        auto got = std::move(*run.connected);
+        run.connected.reset();
+        run.connecting = false;
+        if (!got) {
+            if (!run.moved_to) out.push_back(protocol::peer_lost{run.parent_node, run.resume_at.offset, got.error().message()});
+        } else if (!run.moved_to) {  // else a newer parent is to be used: this one is dropped
+            run.parents.push_back(std::move(*got));
+            if (!stream_over) {
+                run.relay->attach_parent(run.parents.back().native_handle());
+                run.attached = true;
+            }
+        }
+    }
+    if (run.moved_to && !run.connecting && !(stream_over && !stream_ok)) {
+        if (run.attached && !stream_over) {
+            if (!run.detach_asked) run.relay->detach_parent();  // answered by parent_detached
+            run.detach_asked = true;
+        } else {
+            const parent_target to = *std::move(run.moved_to);
+            run.moved_to.reset();
+            if (config.log && !run.parent_address.empty())
+                config.log("parent " + run.parent_address + " failed; " +
+                           (stream_over ? "telling " + to.address + " that this node has the whole stream"
+                                        : "resuming from " + to.address + " at wire byte " + std::to_string(run.resume_at.wire)));
+            run.parent_node = to.node;
+            run.parent_address = to.address;
+            protocol::data_hello hello{config.session, node, run.resume_at.wire, run.resume_at.acked, stream_over};
+            run.connecting = true;
+            asio::co_spawn(io, try_parent(run.shared_from_this(), io, to, std::move(hello), config.key), asio::detached);
+        }
+    }
+    return out;
+}
+
+// Sends `messages` and the progress heartbeat (once a second, also while the node works
+// after the stream: the server fails a node that stays silent) and the status.
+asio::awaitable<void> report_to_server(node_run& run, const join_config& config, const relay_stats& stats,
+                                       std::vector<protocol::message> messages, const std::string& server_text) {
+    for (const auto& m : messages) co_await write_message(run.control, m, server_text);
+    const protocol::message progress = protocol::progress{stats.stored_bytes.load()};
+    co_await write_message(run.control, progress, server_text);
+    co_await send_status(run.control, config.status, server_text);
+}
+
 asio::awaitable<result<join_report>> join(asio::io_context& io, const join_config& config, relay_stats& stats) {
     auto link = co_await reach_server(io, {config.session, config.server, config.retries, config.log});
     if (!link) co_return std::move(link).error();
-    tcp::socket& control = link->control;
     const std::string server_text = link->text;
-    tcp::acceptor data{io, tcp::endpoint{tcp::v4(), 0}};
-    const protocol::message hello = protocol::hello{config.session, host_name(), data.local_endpoint().port()};
+    auto run = std::make_shared<node_run>(io, std::move(link->control));
+    tcp::socket& control = run->control;
+    const protocol::message hello = protocol::hello{config.session, host_name(), run->data.local_endpoint().port()};
     auto said = co_await write_message(control, hello, server_text);
     if (!said) co_return std::move(said).error();
     auto proved = co_await give_proof(control, server_text, config.key, config.session, role::control_node, role::control_server,
@@ -934,11 +1259,26 @@ asio::awaitable<result<join_report>> join(asio::io_context& io, const join_confi
         config.on_event({session_event::kind::assigned, assignment.node, host_name(), "", assignment.parent_address, 0,
                          assignment.children.size(), ""});
 
-    auto children = co_await accept_children(data, config.session, config.key, assignment.children, config.log);
-    if (!children) co_return std::move(children).error();
-    const std::vector<int> child_fds = fds_of(*children);
-    auto parent = co_await connect_parent(io, assignment, config.session, config.key);
-    if (!parent) co_return std::move(parent).error();
+    auto relay_control = relay_control::create();
+    if (!relay_control) co_return std::move(relay_control).error();
+    run->relay = *std::move(relay_control);
+    run->relay->on_event([&io, weak = std::weak_ptr<node_run>(run)](const relay_event& e) {
+        asio::post(io, [weak, e] {
+            if (auto r = weak.lock()) {
+                r->events.push_back(e);
+                r->poke();
+            }
+        });
+    });
+    run->door.control = run->relay.get();
+    std::vector<std::uint32_t> children;
+    for (const auto& c : assignment.children) {
+        run->door.expected[c.node] = c.address;
+        children.push_back(c.node);
+    }
+    run->moved_to = parent_target{assignment.parent_node, assignment.parent_address, assignment.parent_port};
+    asio::co_spawn(io, accept_children(run, config.session, config.key, config.log), asio::detached);
+    asio::co_spawn(io, read_server(run, server_text), asio::detached);
 
     relay_config relay = config.relay;
     relay.mode = static_cast<relay_mode>(assignment.relay_mode);
@@ -948,60 +1288,84 @@ asio::awaitable<result<join_report>> join(asio::io_context& io, const join_confi
     const auto started = clock::now();
     data_plane plane{io};
     // A phase or log line set by the node's work is sent at once, not at the next tick.
-    const auto wake_on_status = [&io, status = config.status](asio::steady_timer& wake) {
-        if (status != nullptr) status->on_change([&io, &wake] { asio::post(io, [&wake] { wake.cancel(); }); });
-    };
-    wake_on_status(plane.wake);
-    plane.start(io, [&, relay, parent_fd = parent->native_handle()] {
-        return run_relay(parent_fd, child_fds, config.sink, relay, stats);
+    if (config.status != nullptr) config.status->on_change([&io, weak = std::weak_ptr<node_run>(run)] {
+        asio::post(io, [weak] {
+            if (auto r = weak.lock()) r->poke();
+        });
     });
+    plane.start(io, [&, relay, children] { return run_relay(children, config.sink, relay, stats, *run->relay); });
+    plane.on_done = [&run] { run->poke(); };
+    // Waits up to 1 s for something to change.
+    const auto pause = [&run]() -> asio::awaitable<void> {
+        if (std::exchange(run->dirty, false)) co_return;
+        run->wake.expires_after(std::chrono::seconds(1));
+        co_await run->wake.async_wait(use_result);
+        run->dirty = false;
+    };
+    run->poke();  // connect to the parent at once
+    auto last_beat = clock::now();
     while (!plane.outcome) {
-        co_await plane.wait(std::chrono::seconds(1));
+        co_await pause();
         if (plane.outcome) break;
+        auto out = tend_parent(*run, io, config, assignment.node, false, false);
+        if (out.empty() && clock::now() - last_beat < std::chrono::milliseconds(900)) {
+            co_await send_status(control, config.status, server_text);
+            continue;
+        }
+        last_beat = clock::now();
         if (config.on_tick) config.on_tick(stats);
         if (config.on_event)
             config.on_event({session_event::kind::progress, assignment.node, "", "", "", stats.stored_bytes.load(), 0, ""});
-        const protocol::message progress = protocol::progress{stats.stored_bytes.load()};
-        co_await write_message(control, progress, server_text);
-        co_await send_status(control, config.status, server_text);
+        co_await report_to_server(*run, config, stats, std::move(out), server_text);
     }
+    const bool stream_ok = plane.outcome->has_value();
     // The node's own work after the stream (extraction's end, fixups); it keeps reporting.
     std::optional<error> after_failed;
-    if (plane.outcome->has_value() && config.after_stream) {
+    if (stream_ok && config.after_stream) {
         background<void> after{io};
-        wake_on_status(after.wake);
+        after.on_done = [&run] { run->poke(); };
         after.start(io, [&config] { return config.after_stream(); });
         while (!after.outcome) {
-            co_await after.wait(std::chrono::seconds(1));
-            const protocol::message progress = protocol::progress{stats.stored_bytes.load()};
-            co_await write_message(control, progress, server_text);
-            co_await send_status(control, config.status, server_text);
+            co_await pause();
+            auto out = tend_parent(*run, io, config, assignment.node, true, true);
+            co_await report_to_server(*run, config, stats, std::move(out), server_text);
         }
         if (!*after.outcome) after_failed = after.outcome->error();
-        if (config.status != nullptr) config.status->on_change({});  // before `after` goes
     }
-    if (config.status != nullptr) config.status->on_change({});  // before `plane` goes
-    co_await send_status(control, config.status, server_text);
+    if (config.status != nullptr) config.status->on_change({});
     const auto wall = clock::now() - started;
     protocol::done d;
-    d.ok = plane.outcome->has_value() && !after_failed;
+    d.ok = stream_ok && !after_failed;
     d.seconds = std::chrono::duration<double>(wall).count();
     if (d.ok) {
         d.stored_bytes = (*plane.outcome)->bytes;
         d.digest = (*plane.outcome)->digest;
     } else {
         d.stored_bytes = stats.stored_bytes.load();
-        d.message = after_failed ? after_failed->message() : plane.outcome->error().message();
+        // The data plane's own error, unless it only stopped because the server dropped this node.
+        const bool stopped = !stream_ok && plane.outcome->error().code == std::errc::operation_canceled;
+        d.message = after_failed ? after_failed->message() : stopped && !run->dropped.empty() ? run->dropped : plane.outcome->error().message();
     }
+    auto out = tend_parent(*run, io, config, assignment.node, true, d.ok);
+    co_await report_to_server(*run, config, stats, std::move(out), server_text);
     const protocol::message done_message = d;
     co_await write_message(control, done_message, server_text);
-    if (after_failed) co_return *std::move(after_failed);
-    if (!d.ok) co_return std::move(*plane.outcome).error();
-    // Wait for the release (the server closes the connection after it).
-    for (;;) {
-        auto next = co_await read_message(control, server_text, forever);
-        if (!next || std::holds_alternative<protocol::release>(*next)) break;
+    std::optional<error> failure;
+    if (after_failed) failure = *std::move(after_failed);
+    else if (!d.ok && plane.outcome->error().code == std::errc::operation_canceled && !run->dropped.empty())
+        failure = session_error(session_errc::refused, run->dropped);
+    else if (!d.ok) failure = std::move(*plane.outcome).error();
+    // Until the release (the server closes the connection after it) this node may still be
+    // given a new parent, to tell it that this subtree has everything.
+    while (!failure && !run->released && !run->server_gone) {
+        co_await pause();
+        (void)tend_parent(*run, io, config, assignment.node, true, true);
     }
+    asio::error_code ignored;
+    run->data.close(ignored);
+    run->control.close(ignored);
+    if (failure) co_return *std::move(failure);
+    if (!run->released) co_return session_error(session_errc::refused, run->dropped.empty() ? "the server went away before the release" : run->dropped);
     if (config.on_event) config.on_event({session_event::kind::released, assignment.node, "", "", "", 0, 0, ""});
     co_return join_report{**plane.outcome, assignment.node, assignment.parent_address, wall};
 }

@@ -7,13 +7,19 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <limits>
+#include <memory>
+#include <mutex>
 #include <span>
 #include <string>
+#include <variant>
+#include <vector>
 
 #include <kaclone/auth.hpp>
 #include <kaclone/protocol.hpp>
 #include <kaclone/result.hpp>
+#include <kaclone/unique_fd.hpp>
 
 namespace kaclone {
 
@@ -40,7 +46,6 @@ struct relay_config {
     std::uint64_t buffer_bytes = 64u << 20;
     relay_mode mode = relay_mode::splice;
     std::uint32_t frame_payload_bytes = protocol::default_frame_payload_bytes;  // source only
-    int stop_fd = -1;  // eventfd: a write makes the data plane stop with errc::operation_canceled
     // Test-only fault: the source flips the payload byte at this stream offset after computing
     // its frame's checksum (env KACLONE_FAULT_FLIP_BYTE).
     std::uint64_t fault_flip_byte = std::numeric_limits<std::uint64_t>::max();
@@ -55,8 +60,11 @@ struct relay_config {
 
 // Counters the data plane updates and the control plane reads (progress, status).
 struct relay_stats {
-    std::atomic<std::uint64_t> stored_bytes{0};    // verified and written to the local sink
+    std::atomic<std::uint64_t> stored_bytes{0};    // verified and written to the local sink (source: read)
     std::atomic<std::uint64_t> acked_bytes{0};     // acknowledged by the whole subtree
+    // Source: bytes held for replay because not every node below has them yet; when it nears
+    // --buffer, the slowest subtree holds everyone back (see serve's --drop-slow).
+    std::atomic<std::uint64_t> retained_bytes{0};
 };
 
 struct relay_result {
@@ -65,18 +73,90 @@ struct relay_result {
     std::chrono::steady_clock::duration drain{};  // source: from its EOF to the final ack
 };
 
-// Source node: reads `source_fd` to EOF, sends it framed to every one of `child_fds` (one in
-// a chain, up to K in a K-ary tree) and keeps every byte until all children acknowledged it
-// for their whole subtrees. Returns once they have acknowledged the complete stream.
-// Blocking. Errors name the operation and the peer. The fds stay the caller's.
-result<relay_result> run_source(int source_fd, std::span<const int> child_fds, const relay_config& config,
-                                relay_stats& stats);
+// What the data plane tells the control plane while it runs (called on the data plane's
+// thread; the callee only hands it over).
+struct relay_event {
+    enum class kind {
+        child_lost,       // the data connection to child `node` broke before the end
+        parent_detached,  // no parent now (it broke, or detach_parent): resume at `wire`
+    };
+    kind what;
+    std::uint32_t node = 0;    // child_lost: which child
+    std::uint64_t offset = 0;  // child_lost: what it had acknowledged; parent_detached: stored here
+    std::uint64_t wire = 0;    // parent_detached: wire bytes (frames included) received so far
+    std::uint64_t acked = 0;   // parent_detached: what this node and its subtree hold
+    std::string reason;
+};
 
-// Any other node: receives from `parent_fd`, verifies every frame, stores the payload into
-// `sink`, forwards every byte to each of `child_fds` (none for a leaf) and acknowledges to the
-// parent what it and its subtree stored. Returns once the stream is complete and verified here
-// and below. With one child in splice mode the bytes to the child never enter user space.
-result<relay_result> run_relay(int parent_fd, std::span<const int> child_fds, local_sink sink,
-                               const relay_config& config, relay_stats& stats);
+// The control plane's hold on a running data plane: data connections come and go while the
+// stream flows (children connect when they are ready; a failed node's children move to its
+// nearest live ancestor and resume there). Commands are queued and wake the data plane; every
+// method is thread-safe. The fds stay the caller's and must stay open until the data plane
+// returns (it only shuts down the ones it gives up).
+class relay_control {
+public:
+    static result<std::unique_ptr<relay_control>> create();
+
+    // A child's data connection, accepted and authenticated: send it the stream from wire byte
+    // `resume` on; `acked` and `complete` are what it said it holds (data_hello).
+    struct child {
+        std::uint32_t node = 0;
+        int fd = -1;
+        std::uint64_t resume = 0;
+        std::uint64_t acked = 0;
+        bool complete = false;
+    };
+    void attach_child(child c);
+    // Child `lost` failed; `instead` (its children) will connect in its place. Until they do,
+    // everything they may still need is kept.
+    void replace_child(std::uint32_t lost, std::vector<std::uint32_t> instead);
+    // The parent's data connection (the first, or a new one after detach_parent).
+    void attach_parent(int fd);
+    // Stop using the parent's connection (it failed); answered by a parent_detached event.
+    void detach_parent();
+    // Make the data plane return with errc::operation_canceled.
+    void stop();
+
+    using event_fn = std::function<void(const relay_event&)>;
+    void on_event(event_fn fn);  // set before the data plane runs
+
+    // The data plane's side.
+    struct replace {
+        std::uint32_t lost;
+        std::vector<std::uint32_t> instead;
+    };
+    struct parent {
+        int fd;  // -1: detach
+    };
+    struct halt {};
+    using command = std::variant<child, replace, parent, halt>;
+    int wake_fd() const noexcept { return wake_.get(); }
+    std::vector<command> take();
+    void emit(const relay_event& e) const;
+
+private:
+    explicit relay_control(unique_fd wake) : wake_(std::move(wake)) {}
+    void push(command c);
+    unique_fd wake_;
+    mutable std::mutex mutex_;
+    std::vector<command> pending_;
+    event_fn on_event_;
+};
+
+// Source node: reads `source_fd` to EOF and sends it framed to its children (`children`: their
+// node numbers; each attaches through `control` when it connects, one in a chain, up to K in a
+// K-ary tree). Keeps every byte until all children acknowledged it for their whole subtrees,
+// so a child that resumes after a failure finds it. Returns once every child that is still
+// there has acknowledged the complete stream. Blocking. The fds stay the caller's.
+result<relay_result> run_source(int source_fd, std::span<const std::uint32_t> children, const relay_config& config,
+                                relay_stats& stats, relay_control& control);
+
+// Any other node: receives from the parent that `control` attaches, verifies every frame,
+// stores the payload into `sink`, forwards every byte to each child and acknowledges to the
+// parent what it and its subtree stored. Keeps what its subtree has not acknowledged, so the
+// children of a failed child can resume here. Returns once the stream is complete and verified
+// here and below. With one child in splice mode the bytes to the child never enter user space.
+result<relay_result> run_relay(std::span<const std::uint32_t> children, local_sink sink, const relay_config& config,
+                               relay_stats& stats, relay_control& control);
 
 }  // namespace kaclone
