@@ -393,8 +393,10 @@ protected:
         if (error_)
             for (const auto& c : children_)
                 if (c.st == child_link::state::live) ::shutdown(c.fd, SHUT_WR);
+        const std::uint64_t one = 1;  // completes the read of the wake eventfd, if one is in flight
+        [[maybe_unused]] const ssize_t woke = ::write(control_.wake_fd(), &one, sizeof one);
         auto* sqe = uring_.sqe();
-        io_uring_prep_cancel(sqe, nullptr, IORING_ASYNC_CANCEL_ANY);
+        io_uring_prep_cancel(sqe, nullptr, IORING_ASYNC_CANCEL_ANY | IORING_ASYNC_CANCEL_ALL);
         submit(sqe, op::cancel);
         while (inflight_ > 0) {
             if (uring_.submit_and_wait() < 0) break;

@@ -83,10 +83,13 @@ asio::awaitable<result<protocol::message>> read_message(tcp::socket& socket, std
 
 // g++ 12 mis-destroys temporaries with destructors inside co_await expressions, so callers
 // pass a named message (never a temporary) and keep the result in a named variable.
+// A peer that takes nothing for 10 s (stopped, gone without a reset) fails the write.
 asio::awaitable<result<void>> write_message(tcp::socket& socket, const protocol::message& m, std::string peer) {
     const auto bytes = protocol::encode_message(m);
-    auto [ec, n] = co_await asio::async_write(socket, asio::buffer(bytes), use_result);
-    if (ec) co_return net_error(ec, peer);
+    asio::steady_timer timer{socket.get_executor(), std::chrono::seconds(10)};
+    auto sent = co_await (asio::async_write(socket, asio::buffer(bytes), use_result) || timer.async_wait(use_result));
+    if (sent.index() == 1) co_return session_error(session_errc::timeout, "send to " + peer);
+    if (auto [ec, n] = std::get<0>(sent); ec) co_return net_error(ec, peer);
     co_return result<void>{};
 }
 
@@ -475,7 +478,7 @@ struct child_door {
 // child that proves the key is handed to the data plane with where it resumes; anyone else is
 // refused with one log line. One handshake at a time, each bounded by 5 s.
 asio::awaitable<void> accept_data(tcp::acceptor& acceptor, const std::string& session, const std::optional<auth::session_key>& key,
-                                  child_door& door, log_fn log) {
+                                  child_door& door, const log_fn& log) {
     for (;;) {
         auto [ec, socket] = co_await acceptor.async_accept(use_result);
         if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
@@ -597,12 +600,8 @@ struct healing {
                                                                    " from " + name_of(up)));
         if (stream_done) return;
         protocol::adopt place{k, {}};
-        for (const std::uint32_t o : orphans) {
-            place.children.push_back({o, nodes[o - 1].address});
-            report.nodes[o - 1].parent_address = up == 0 ? server_address : nodes[up - 1].address;
-            protocol::reparent move{up, report.nodes[o - 1].parent_address, up == 0 ? server_port : nodes[up - 1].data_port};
-            outbox.emplace_back(o, std::move(move));
-        }
+        for (const std::uint32_t o : orphans) place.children.push_back({o, nodes[o - 1].address});
+        // The parent first, so that it expects them when they connect.
         if (up == 0) {
             door.expected.erase(k);
             std::vector<std::uint32_t> ids;
@@ -613,6 +612,11 @@ struct healing {
             source.replace_child(k, std::move(ids));
         } else {
             outbox.emplace_back(up, std::move(place));
+        }
+        for (const std::uint32_t o : orphans) {
+            report.nodes[o - 1].parent_address = up == 0 ? server_address : nodes[up - 1].address;
+            protocol::reparent move{up, report.nodes[o - 1].parent_address, up == 0 ? server_port : nodes[up - 1].data_port};
+            outbox.emplace_back(o, std::move(move));
         }
         if (wake) wake();
     }
@@ -698,6 +702,12 @@ asio::awaitable<void> wait_for_reports(report_tally& tally, std::size_t count, c
         tally.wake.expires_at(deadline);
         co_await tally.wake.async_wait(use_result);
     }
+}
+
+// The server's heartbeat to every live node (a node that hears nothing for 15 s gives up).
+void queue_heartbeats(healing& heal, const relay_stats& stats) {
+    for (std::uint32_t k = 1; k <= heal.nodes.size(); ++k)
+        if (!heal.failed[k]) heal.outbox.emplace_back(k, protocol::progress{stats.acked_bytes.load()});
 }
 
 // Sends what healing queued for the nodes, in order; a node that failed meanwhile is skipped.
@@ -851,6 +861,7 @@ asio::awaitable<result<serve_report>> serve(asio::io_context& io, tcp::acceptor&
         next_check = clock::now() + std::chrono::milliseconds(500);
         heal.judge_suspects();
         check_stalls(heal, heard, stats, retention_full_for);
+        queue_heartbeats(heal, stats);
         co_await send_queued(heal);
         if (config.on_tick) config.on_tick(stats);
         if (config.on_nodes) config.on_nodes(report.nodes);
@@ -878,6 +889,7 @@ asio::awaitable<result<serve_report>> serve(asio::io_context& io, tcp::acceptor&
             heal.fail(static_cast<std::uint32_t>(i + 1),
                       "said nothing for " + std::to_string(config.report_silence.count() / 1000) + " s after the stream ended");
         }
+        queue_heartbeats(heal, stats);
         co_await send_queued(heal);
         if (config.on_nodes) config.on_nodes(report.nodes);
     }
@@ -1020,7 +1032,7 @@ struct parent_target {
 // A data connection to `to`, accepted there: says who this node is and where it resumes
 // (`hello`), proves the key, reads the answer. 3 s to connect, 5 s per answer: a parent that
 // does not answer is failed by the server meanwhile and this node moved on.
-asio::awaitable<result<tcp::socket>> connect_parent(asio::io_context& io, const parent_target& to, protocol::data_hello hello,
+asio::awaitable<result<tcp::socket>> connect_parent(asio::io_context& io, const parent_target& to, const protocol::data_hello& hello,
                                                     const std::optional<auth::session_key>& key) {
     asio::error_code bad;
     const auto address = asio::ip::make_address(to.address, bad);
@@ -1033,10 +1045,12 @@ asio::awaitable<result<tcp::socket>> connect_parent(asio::io_context& io, const 
     if (got.index() == 1) co_return session_error(session_errc::timeout, "connect to " + peer);
     if (auto [ec] = std::get<0>(got); ec) co_return net_error(ec, "connect to " + peer);
     const std::string session = hello.session;
-    const protocol::message said = std::move(hello);
+    const protocol::message said = hello;
     auto w = co_await write_message(socket, said, peer);
     if (!w) co_return std::move(w).error();
     auto proved = co_await give_proof(socket, peer, key, session, role::data_child, role::data_parent, std::chrono::seconds(5));
+    if (!proved && proved.error().code == protocol::errc::unknown_type)
+        co_return session_error(session_errc::refused, peer + " refused this node as its child (not expecting it yet)");
     if (!proved) co_return std::move(proved).error();
     auto m = co_await read_message(socket, peer, std::chrono::seconds(5));
     if (!m) co_return std::move(m).error();
@@ -1112,6 +1126,9 @@ struct node_run : std::enable_shared_from_this<node_run> {
     std::optional<parent_target> moved_to;   // the parent to take the stream from next
     std::optional<result<tcp::socket>> connected;  // a parent connection attempt's outcome
     bool connecting = false;
+    parent_target trying;   // the parent of that attempt
+    unsigned attempts = 0;  // in a row to `trying`
+    clock::time_point retry_at{};
     bool attached = false;         // the data plane has a parent connection
     bool detach_asked = false;     // and was asked to give it up
     std::uint32_t parent_node = 0;
@@ -1121,6 +1138,16 @@ struct node_run : std::enable_shared_from_this<node_run> {
     bool released = false;
     bool server_gone = false;
     std::string dropped;  // the server's reason when it cut this node off
+    clock::time_point server_heard = clock::now();  // the server says something every second
+
+    // A server not heard for 15 s is gone for this node (its host, or this node's link, is
+    // down: no reset ever comes): the node stops and fails.
+    void check_server() {
+        if (released || server_gone || clock::now() - server_heard < std::chrono::seconds(15)) return;
+        server_gone = true;
+        if (dropped.empty()) dropped = "no word from the server for 15 s (its host or this node's link is down)";
+        relay->stop();
+    }
 };
 
 // Reads the server's messages for the whole session: a new parent, the children of a failed
@@ -1137,6 +1164,7 @@ asio::awaitable<void> read_server(std::shared_ptr<node_run> run, std::string ser
             }
             break;
         }
+        run->server_heard = clock::now();
         if (auto* r = std::get_if<protocol::reparent>(&*m)) {
             run->moved_to = parent_target{r->parent_node, r->parent_address, r->parent_port};
         } else if (auto* a = std::get_if<protocol::adopt>(&*m)) {
@@ -1160,14 +1188,14 @@ asio::awaitable<void> read_server(std::shared_ptr<node_run> run, std::string ser
 
 asio::awaitable<void> try_parent(std::shared_ptr<node_run> run, asio::io_context& io, parent_target to, protocol::data_hello hello,
                                  const std::optional<auth::session_key>& key) {
-    auto got = co_await connect_parent(io, to, std::move(hello), key);
+    auto got = co_await connect_parent(io, to, hello, key);
     run->connected.emplace(std::move(got));
     run->poke();
 }
 
 asio::awaitable<void> accept_children(std::shared_ptr<node_run> run, const std::string& session,
                                       const std::optional<auth::session_key>& key, log_fn log) {
-    co_await accept_data(run->data, session, key, run->door, std::move(log));
+    co_await accept_data(run->data, session, key, run->door, log);
 }
 
 // The node's side of healing, each time something changed: the data plane's events become
@@ -1176,6 +1204,7 @@ asio::awaitable<void> accept_children(std::shared_ptr<node_run> run, const std::
 // only told that this subtree is complete. Returns messages for the server.
 std::vector<protocol::message> tend_parent(node_run& run, asio::io_context& io, const join_config& config, std::uint32_t node,
                                            bool stream_over, bool stream_ok) {
+    run.check_server();
     std::vector<protocol::message> out;
     for (const relay_event& e : std::exchange(run.events, {})) {
         if (e.what == relay_event::kind::child_lost) {
@@ -1190,9 +1219,15 @@ std::vector<protocol::message> tend_parent(node_run& run, asio::io_context& io, 
         auto got = std::move(*run.connected);
         run.connected.reset();
         run.connecting = false;
-        if (!got) {
-            if (!run.moved_to) out.push_back(protocol::peer_lost{run.parent_node, run.resume_at.offset, got.error().message()});
-        } else if (!run.moved_to) {  // else a newer parent is to be used: this one is dropped
+        if (!got && !run.moved_to) {
+            // A new parent may not have been told to expect this node yet: try again, about
+            // once a second, before reporting it.
+            if (++run.attempts < 5) {
+                run.moved_to = run.trying;
+                run.retry_at = clock::now() + std::chrono::milliseconds(500);
+            }
+            else out.push_back(protocol::peer_lost{run.parent_node, run.resume_at.offset, got.error().message()});
+        } else if (got && !run.moved_to) {  // else a newer parent is to be used: this one is dropped
             run.parents.push_back(std::move(*got));
             if (!stream_over) {
                 run.relay->attach_parent(run.parents.back().native_handle());
@@ -1200,14 +1235,16 @@ std::vector<protocol::message> tend_parent(node_run& run, asio::io_context& io, 
             }
         }
     }
-    if (run.moved_to && !run.connecting && !(stream_over && !stream_ok)) {
+    if (run.moved_to && !run.connecting && !(stream_over && !stream_ok) && clock::now() >= run.retry_at) {
         if (run.attached && !stream_over) {
             if (!run.detach_asked) run.relay->detach_parent();  // answered by parent_detached
             run.detach_asked = true;
         } else {
             const parent_target to = *std::move(run.moved_to);
             run.moved_to.reset();
-            if (config.log && !run.parent_address.empty())
+            if (to.address != run.trying.address || to.port != run.trying.port) run.attempts = 0;
+            run.trying = to;
+            if (config.log && !run.parent_address.empty() && run.attempts == 0)
                 config.log("parent " + run.parent_address + " failed; " +
                            (stream_over ? "telling " + to.address + " that this node has the whole stream"
                                         : "resuming from " + to.address + " at wire byte " + std::to_string(run.resume_at.wire)));
@@ -1223,8 +1260,9 @@ std::vector<protocol::message> tend_parent(node_run& run, asio::io_context& io, 
 
 // Sends `messages` and the progress heartbeat (once a second, also while the node works
 // after the stream: the server fails a node that stays silent) and the status.
+// g++ 12: callers pass named variables (no temporaries in the co_await expression).
 asio::awaitable<void> report_to_server(node_run& run, const join_config& config, const relay_stats& stats,
-                                       std::vector<protocol::message> messages, const std::string& server_text) {
+                                       const std::vector<protocol::message>& messages, const std::string& server_text) {
     for (const auto& m : messages) co_await write_message(run.control, m, server_text);
     const protocol::message progress = protocol::progress{stats.stored_bytes.load()};
     co_await write_message(run.control, progress, server_text);
@@ -1316,7 +1354,7 @@ asio::awaitable<result<join_report>> join(asio::io_context& io, const join_confi
         if (config.on_tick) config.on_tick(stats);
         if (config.on_event)
             config.on_event({session_event::kind::progress, assignment.node, "", "", "", stats.stored_bytes.load(), 0, ""});
-        co_await report_to_server(*run, config, stats, std::move(out), server_text);
+        co_await report_to_server(*run, config, stats, out, server_text);
     }
     const bool stream_ok = plane.outcome->has_value();
     // The node's own work after the stream (extraction's end, fixups); it keeps reporting.
@@ -1328,7 +1366,7 @@ asio::awaitable<result<join_report>> join(asio::io_context& io, const join_confi
         while (!after.outcome) {
             co_await pause();
             auto out = tend_parent(*run, io, config, assignment.node, true, true);
-            co_await report_to_server(*run, config, stats, std::move(out), server_text);
+            co_await report_to_server(*run, config, stats, out, server_text);
         }
         if (!*after.outcome) after_failed = after.outcome->error();
     }
@@ -1347,7 +1385,7 @@ asio::awaitable<result<join_report>> join(asio::io_context& io, const join_confi
         d.message = after_failed ? after_failed->message() : stopped && !run->dropped.empty() ? run->dropped : plane.outcome->error().message();
     }
     auto out = tend_parent(*run, io, config, assignment.node, true, d.ok);
-    co_await report_to_server(*run, config, stats, std::move(out), server_text);
+    co_await report_to_server(*run, config, stats, out, server_text);
     const protocol::message done_message = d;
     co_await write_message(control, done_message, server_text);
     std::optional<error> failure;
