@@ -50,7 +50,6 @@ struct serve_options {
     std::chrono::milliseconds stagger{0};
     std::chrono::milliseconds stall_timeout{5000};
     unsigned allow_failures = 0;
-    bool drop_slow = false;
     bool json = false;
     std::string key_file;
     relay_config relay;
@@ -286,7 +285,6 @@ int run_serve(const CLI::App& command, const serve_options& opts) {
     config.arity = opts.arity;
     config.stagger = opts.stagger;
     config.stall_timeout = opts.stall_timeout;
-    config.drop_slow = opts.drop_slow;
     config.key = *key;
     config.source_fd = source_file.fd;
     config.source_bytes = source_file.bytes;
@@ -417,9 +415,7 @@ subcommand add_serve(CLI::App& app) {
                         "move on to its parent");
     cmd->add_option("--allow-failures", opts->allow_failures, "Exit 0 even if up to K nodes failed (default 0)")
         ->type_name("K");
-    cmd->add_flag("--drop-slow", opts->drop_slow,
-                  "Fail a node that lags so far that the server's --buffer fills up, so the others keep their pace "
-                  "(default: everyone waits for it)");
+
     cmd->add_flag("--json", opts->json, "Print events as JSON lines on stdout instead of the table (see README)");
     add_key_option(*cmd, opts->key_file);
     add_relay_options(*cmd, opts->relay);

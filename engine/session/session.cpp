@@ -724,10 +724,9 @@ asio::awaitable<void> send_queued(healing& heal) {
     }
 }
 
-// Nodes that are failed by what the server sees, once a second: silence on the control
-// connection (a stopped process, a host or link down: heartbeats are once a second), and
-// with --drop-slow the node that holds everyone back by more than the server can keep.
-void check_stalls(healing& heal, const std::vector<clock::time_point>& heard, const relay_stats& stats, unsigned& retention_full_for) {
+// Nodes that are failed by what the server sees: silence on the control connection (a
+// stopped process, a host or link down: heartbeats are once a second).
+void check_stalls(healing& heal, const std::vector<clock::time_point>& heard) {
     const serve_config& config = heal.config;
     const auto now = clock::now();
     for (std::uint32_t k = 1; k <= heal.nodes.size(); ++k) {
@@ -736,26 +735,6 @@ void check_stalls(healing& heal, const std::vector<clock::time_point>& heard, co
         heal.fail(k, "no word from it for " + std::to_string(config.stall_timeout.count() / 1000.0).substr(0, 3) +
                          " s (stopped, or its host or link is down; --stall-timeout)");
     }
-    // The source holds what not every node has; once that nears --buffer for 2 s running, the
-    // node with the largest lag behind its parent is the one holding everyone back.
-    const std::uint64_t full = config.relay.buffer_bytes - std::min<std::uint64_t>(config.relay.buffer_bytes, 8u << 20);
-    retention_full_for = stats.retained_bytes.load() >= full ? retention_full_for + 1 : 0;
-    if (!config.drop_slow || retention_full_for < 2) return;
-    std::uint32_t slowest = 0;
-    std::uint64_t worst = 0;
-    for (std::uint32_t k = 1; k <= heal.nodes.size(); ++k) {
-        const auto& r = heal.report.nodes[k - 1];
-        if (heal.failed[k] || r.phase == protocol::node_phase::done) continue;
-        const std::uint64_t ahead = heal.parent[k] == 0 ? stats.stored_bytes.load() : heal.report.nodes[heal.parent[k] - 1].stored_bytes;
-        const std::uint64_t lag = ahead > r.stored_bytes ? ahead - r.stored_bytes : 0;
-        if (lag > worst) {
-            worst = lag;
-            slowest = k;
-        }
-    }
-    if (slowest == 0 || worst < config.relay.buffer_bytes / 2) return;
-    retention_full_for = 0;
-    heal.fail(slowest, "too slow: " + std::to_string(worst >> 20) + " MiB behind its parent while the server's --buffer was full (--drop-slow)");
 }
 
 asio::awaitable<result<serve_report>> serve(asio::io_context& io, tcp::acceptor& control, tcp::acceptor& data,
@@ -849,7 +828,6 @@ asio::awaitable<result<serve_report>> serve(asio::io_context& io, tcp::acceptor&
     plane.start(io, [&config, &source_relay, &stats, &firsts, &source_control] {
         return run_source(config.source_fd, firsts, source_relay, stats, **source_control);
     });
-    unsigned retention_full_for = 0;
     auto next_check = clock::now() + std::chrono::seconds(1);
     while (!plane.outcome) {
         if (heal.outbox.empty())
@@ -860,7 +838,7 @@ asio::awaitable<result<serve_report>> serve(asio::io_context& io, tcp::acceptor&
         if (clock::now() < next_check) continue;
         next_check = clock::now() + std::chrono::milliseconds(500);
         heal.judge_suspects();
-        check_stalls(heal, heard, stats, retention_full_for);
+        check_stalls(heal, heard);
         queue_heartbeats(heal, stats);
         co_await send_queued(heal);
         if (config.on_tick) config.on_tick(stats);

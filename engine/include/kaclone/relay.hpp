@@ -63,7 +63,7 @@ struct relay_stats {
     std::atomic<std::uint64_t> stored_bytes{0};    // verified and written to the local sink (source: read)
     std::atomic<std::uint64_t> acked_bytes{0};     // acknowledged by the whole subtree
     // Source: bytes held for replay because not every node below has them yet; when it nears
-    // --buffer, the slowest subtree holds everyone back (see serve's --drop-slow).
+    // --buffer, the slowest subtree holds everyone back.
     std::atomic<std::uint64_t> retained_bytes{0};
 };
 

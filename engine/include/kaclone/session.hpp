@@ -81,10 +81,6 @@ struct serve_config {
     // While the stream flows, a node that says nothing for this long (its heartbeat is once a
     // second) is failed: stopped, or its host or link is down. Its children move to its parent.
     std::chrono::milliseconds stall_timeout{5000};
-    // When the source's buffer is full of bytes that one lagging node (and its subtree) still
-    // needs for 2 s running: false waits for it (backpressure), true fails it so the others
-    // keep their pace.
-    bool drop_slow = false;
     // What each node is expected to store, for `kaclone status` percentages (0: unknown).
     std::uint64_t expected_bytes = 0;
     // With a key every control and data connection proves it (HMAC-SHA256 challenge-response)
