@@ -11,6 +11,7 @@
 #   wait_stored I BYTES          until node I stored at least BYTES (bounded: 60 s; fails if the
 #                                session ended first)
 #   kill_node I                  kill -9 node I's kaclone (at the point it reached)
+#   kaclone_running I            whether node I's kaclone still runs
 #   heal_check N SERVE_RC VICTIMS...
 #                                waits for the session, then: every victim's kaclone was killed
 #                                (137) or exited 1, serve exited SERVE_RC; serve's table lists
@@ -48,6 +49,8 @@ wait_stored() {
     fail "node $i did not store $want bytes (it has $(stored_of "$i")) within 60 s or before it exited; its stderr:
 $(tail -n 5 "$run/join$i.err")"
 }
+
+kaclone_running() { [ -n "$(kaclone_pid "${join_pid[$1]}")" ]; }
 
 kill_node() {
     local pid
