@@ -50,6 +50,8 @@ struct serve_options {
     std::chrono::milliseconds stagger{0};
     std::chrono::milliseconds stall_timeout{5000};
     unsigned allow_failures = 0;
+    bool drop_slow = false;
+    std::chrono::milliseconds slow_timeout{10000};
     bool json = false;
     std::string key_file;
     relay_config relay;
@@ -194,6 +196,8 @@ int run_serve(const CLI::App& command, const serve_options& opts) {
     if (const auto problem = relay_options_problem(opts.relay); !problem.empty()) return usage_error(command, problem);
     if (opts.stall_timeout < std::chrono::seconds(2))
         return usage_error(command, "--stall-timeout must be at least 2s: nodes report once a second");
+    if (opts.slow_timeout < std::chrono::seconds(3))
+        return usage_error(command, "--slow-timeout must be at least 3s: it is judged on 5 s of reports");
     if (opts.min_nodes > opts.nodes) return usage_error(command, "--min must not exceed --nodes");
     // A directory is a tree: image::write_tree on a thread, into a pipe the relay reads.
     std::error_code dir_ec;
@@ -285,6 +289,8 @@ int run_serve(const CLI::App& command, const serve_options& opts) {
     config.arity = opts.arity;
     config.stagger = opts.stagger;
     config.stall_timeout = opts.stall_timeout;
+    config.drop_slow = opts.drop_slow;
+    config.slow_timeout = opts.slow_timeout;
     config.key = *key;
     config.source_fd = source_file.fd;
     config.source_bytes = source_file.bytes;
@@ -363,7 +369,9 @@ subcommand add_serve(CLI::App& app) {
         "source's bytes (or, with --allow-failures K, at most K nodes did not).\n\n"
         "A node that dies, stalls past --stall-timeout or loses its link is reported failed with\n"
         "the offset it reached; its children resume from its parent (the nearest live node above\n"
-        "it, or the server) at the byte they have, and the others finish undisturbed.\n\n"
+        "it, or the server) at the byte they have, and the others finish undisturbed. A slow node\n"
+        "slows everyone (one bounded buffer per node); with --drop-slow a node that holds the\n"
+        "session back at under a quarter of the best pace the session kept is dropped instead.\n\n"
         "Examples:\n"
         "  kaclone serve --nodes 40 --disk sda --exclude /tmp     clone this machine\n"
         "  kaclone serve --nodes 8 --source image.raw             broadcast a file or device\n"
@@ -413,6 +421,11 @@ subcommand add_serve(CLI::App& app) {
     add_duration_option(*cmd, "--stall-timeout", opts->stall_timeout,
                         "Fail a node that says nothing for this long while the stream flows (default 5s); its children "
                         "move on to its parent");
+    cmd->add_flag("--drop-slow", opts->drop_slow,
+                  "Fail a node that holds the whole session back for --slow-timeout, storing at under 1/4 of the best pace "
+                  "the session kept, so that the others keep their pace (default: everyone slows down; see README)");
+    add_duration_option(*cmd, "--slow-timeout", opts->slow_timeout,
+                        "How long a node must hold the session back before --drop-slow drops it (default 10s)");
     cmd->add_option("--allow-failures", opts->allow_failures, "Exit 0 even if up to K nodes failed (default 0)")
         ->type_name("K");
 

@@ -124,9 +124,16 @@ void encode_body(byte_writer& w, const assign& m) {
     put_children(w, m.children);
     w.put(m.stream_bytes);
     w.put(m.relay_mode);
+    w.put(static_cast<std::uint8_t>(m.buffer_ahead ? 1 : 0));
     w.put_bytes(m.stream_nonce);
 }
-void encode_body(byte_writer& w, const progress& m) { w.put(m.stored_bytes); }
+void encode_body(byte_writer& w, const progress& m) {
+    w.put(m.stored_bytes);
+    w.put(m.intake_wire_bytes);
+    w.put(m.held_ns);
+    w.put(m.sink_busy_ns);
+    w.put(static_cast<std::uint8_t>(m.held ? 1 : 0));
+}
 void encode_body(byte_writer& w, const done& m) {
     w.put(static_cast<std::uint8_t>(m.ok));
     w.put(m.stored_bytes);
@@ -250,9 +257,16 @@ void decode_body(byte_reader& r, assign& m) {
     m.children = get_children(r);
     m.stream_bytes = r.get<std::uint64_t>();
     m.relay_mode = r.get<std::uint8_t>();
+    m.buffer_ahead = r.get<std::uint8_t>() != 0;
     r.get_bytes(m.stream_nonce);
 }
-void decode_body(byte_reader& r, progress& m) { m.stored_bytes = r.get<std::uint64_t>(); }
+void decode_body(byte_reader& r, progress& m) {
+    m.stored_bytes = r.get<std::uint64_t>();
+    m.intake_wire_bytes = r.get<std::uint64_t>();
+    m.held_ns = r.get<std::uint64_t>();
+    m.sink_busy_ns = r.get<std::uint64_t>();
+    m.held = r.get<std::uint8_t>() != 0;
+}
 void decode_body(byte_reader& r, done& m) {
     m.ok = r.get<std::uint8_t>() != 0;
     m.stored_bytes = r.get<std::uint64_t>();

@@ -367,6 +367,22 @@ protected:
         lose(c, "send to it: " + errno_text(cqe.res == 0 ? -EPIPE : cqe.res));
     }
 
+    // ---- flow: how long the intake waited for room in the ring, and for whom (relay_stats)
+
+    void track_intake(bool held) noexcept {
+        stats_.intake_wire_bytes.store(ring_.write_position(), std::memory_order_relaxed);
+        if (held == (hold_since_ != 0)) return;
+        const std::uint64_t now = flow_clock_ns();
+        if (held) {
+            hold_since_ = now;
+            stats_.held_since_ns.store(now, std::memory_order_relaxed);
+        } else {
+            stats_.held_ns.fetch_add(now - hold_since_, std::memory_order_relaxed);
+            stats_.held_since_ns.store(0, std::memory_order_relaxed);
+            hold_since_ = 0;
+        }
+    }
+
     // ---- retention
 
     // Frames leave the ring once every place below acknowledged them (the end frame: once
@@ -448,6 +464,7 @@ protected:
     std::uint64_t wake_value_ = 0;
     bool wake_inflight_ = false;
     bool zerocopy_works_ = true;
+    std::uint64_t hold_since_ = 0;
 };
 
 // ---------------------------------------------------------------- source
@@ -466,6 +483,7 @@ public:
             forget_gone();
             if (error_ || (end_committed_ && children_complete())) break;
             maybe_read_source();
+            track_intake(!read_inflight_ && !end_committed_);  // no read: no room for a frame
             maybe_forward(config_.mode == relay_mode::zerocopy);
             maybe_receive_acks();
             watch_commands();
@@ -614,6 +632,7 @@ public:
             if (error_ || finished()) break;
             if (pipes_) pump_splice();
             else maybe_receive();
+            track_intake(intake_held());
             maybe_forward(config_.mode == relay_mode::zerocopy);
             maybe_write_sink();
             maybe_receive_acks();
@@ -645,6 +664,13 @@ private:
         std::uint64_t pos, len, offset, ring_end;
         std::uint64_t done = 0;
     };
+
+    // The parent has bytes for this node, which waits for room (its ring, or in splice mode
+    // the child's pipe) instead of for them.
+    bool intake_held() const noexcept {
+        if (parent_ != parent_state::attached || end_verified_ || parent_eof_) return false;
+        return pipes_ ? !parent_wants_poll_ && !parent_poll_inflight_ : !receive_inflight_;
+    }
 
     bool finished() const noexcept {
         return end_verified_ && jobs_.empty() && !write_inflight_ && children_complete() && !ack_out_inflight_ &&
@@ -814,6 +840,8 @@ private:
         const ssize_t n = ::splice(pipes_->forward.read_end(), nullptr, c->fd, nullptr, forward_bytes_, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
         if (n > 0) {
             forward_bytes_ -= static_cast<std::size_t>(n);
+            if (forward_bytes_ == 0) pipe_full_since_ = 0;            // it keeps up
+            if (forward_bytes_ == 0 && c->reader) c->piped = false;  // buffered ahead: the ring sends it now
             return true;
         }
         if (n < 0 && errno == EAGAIN) c->wants_poll = true;
@@ -824,14 +852,26 @@ private:
     bool tee_and_read() {
         if (in_bytes_ == 0) return false;
         child_link* c = piped();
-        if (c == nullptr) c = pipe_caught_up();
+        if (c != nullptr && c->reader) {  // buffered ahead: its pipe drains, the ring takes what comes
+            if (forward_bytes_ == 0) c->piped = false;
+            c = nullptr;
+        } else if (c == nullptr) {
+            c = pipe_caught_up();
+        }
         std::size_t take = in_bytes_;
         if (c != nullptr) {
             const ssize_t teed = ::tee(pipes_->in.read_end(), pipes_->forward.write_end(), in_bytes_, SPLICE_F_NONBLOCK);
             if (teed <= 0) {
                 if (teed == 0 || (errno != EAGAIN && errno != EINTR))
                     fail_sys(teed == 0 ? -EIO : -errno, "tee the received bytes to the child's pipe");
-                return false;  // EAGAIN: the forward pipe is full until the child takes more
+                // EAGAIN: the forward pipe is full until the child takes more
+                if (!config_.buffer_ahead || errno != EAGAIN) return false;
+                const std::uint64_t now = flow_clock_ns();
+                if (pipe_full_since_ == 0) pipe_full_since_ = now;
+                if (now - pipe_full_since_ < buffer_ahead_after_ns) return false;
+                c->reader = ring_.add_reader(c->sent_pos);  // from here on it is sent from the ring
+                pipe_full_since_ = 0;
+                return true;
             }
             take = static_cast<std::size_t>(teed);
             forward_bytes_ += take;
@@ -961,11 +1001,15 @@ private:
             io_uring_prep_write(sqe, sink_.fd, bytes.data(), static_cast<unsigned>(len), offset);
             submit(sqe, op::sink_write);
             write_inflight_ = true;
+            write_since_ = flow_clock_ns();
+            stats_.sink_write_since_ns.store(write_since_, std::memory_order_relaxed);
         }
     }
 
     void on_sink_write(int res) {
         write_inflight_ = false;
+        stats_.sink_busy_ns.fetch_add(flow_clock_ns() - write_since_, std::memory_order_relaxed);
+        stats_.sink_write_since_ns.store(0, std::memory_order_relaxed);
         if (interrupted(res)) return;  // maybe_write_sink() writes the same run again
         if (res <= 0) return fail_sys(res == 0 ? -EIO : res, "write the local sink at offset " +
                                                              std::to_string(jobs_.front().offset + jobs_.front().done));
@@ -1034,6 +1078,9 @@ private:
     std::size_t in_bytes_ = 0;       // splice mode: in the in pipe, not teed yet
     std::size_t forward_bytes_ = 0;  // splice mode: in the forward pipe, not sent to the child yet
     bool parent_wants_poll_ = false, parent_poll_inflight_ = false;
+    // buffer_ahead: since the piped child's pipe was first full and has not been empty again
+    std::uint64_t pipe_full_since_ = 0;
+    static constexpr std::uint64_t buffer_ahead_after_ns = 100'000'000;
     bool receive_inflight_ = false;
     bool parent_eof_ = false;
 
@@ -1045,6 +1092,7 @@ private:
 
     std::deque<frame_job> jobs_;
     bool write_inflight_ = false;
+    std::uint64_t write_since_ = 0;
     std::uint64_t stored_ = 0;
 
     std::array<std::byte, protocol::ack_bytes> ack_out_{};
@@ -1057,6 +1105,11 @@ private:
 constexpr unsigned ring_entries = 64;
 
 }  // namespace
+
+std::uint64_t flow_clock_ns() noexcept {
+    return static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count());
+}
 
 result<relay_result> run_source(int source_fd, std::span<const std::uint32_t> children, const relay_config& config,
                                 relay_stats& stats, relay_control& control) {

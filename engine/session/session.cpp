@@ -7,6 +7,7 @@
 // the tree is complete from the leaves up when the server's children connect and the stream
 // starts. Nodes report progress once a second and done at the end; the server then releases
 // them.
+#include <kaclone/flow.hpp>
 #include <kaclone/session.hpp>
 
 #include <kaclone/topology.hpp>
@@ -591,7 +592,10 @@ struct healing {
         const auto at = std::find(siblings.begin(), siblings.end(), k);
         const std::vector<std::uint32_t> orphans = std::exchange(children[k], {});
         if (at != siblings.end()) siblings.insert(siblings.erase(at), orphans.begin(), orphans.end());
-        for (const std::uint32_t o : orphans) parent[o] = up;
+        for (const std::uint32_t o : orphans) {
+            parent[o] = up;
+            restart_flow(o);
+        }
         std::string moved;
         for (const std::uint32_t o : orphans) moved += (moved.empty() ? "" : ", ") + std::to_string(o);
         if (config.log)
@@ -644,6 +648,42 @@ struct healing {
             else fail(s.node, s.why);
         }
     }
+
+    // Flow, by node ([0]: the server): the last seconds of reports (--drop-slow) and the last
+    // progress (the data-stall rule); since when a node has been the one holding everyone back.
+    std::vector<flow::history> flows;
+    std::vector<flow::progress_view> views;
+    std::vector<clock::time_point> slow_since;
+    std::vector<unsigned> slow_children;  // by node: children dropped as too slow
+    flow::history paced;   // what every node stored (the server's acknowledged bytes)
+    double best_pace = 0;  // the best 5 s of it, bytes per second
+
+    void observe(std::uint32_t k, const protocol::progress& p) {
+        const auto now = clock::now();
+        flow::progress_view& v = views[k];
+        // A held node waits for room, a node writing to its sink for its disk, not for data:
+        // their clocks restart too.
+        if (flows[k].empty()) {
+            v.changed = now;
+        } else {
+            const flow::sample& last = flows[k].newest();
+            if (last.wire != p.intake_wire_bytes || last.stored != p.stored_bytes || last.sink_busy_ns != p.sink_busy_ns || p.held)
+                v.changed = now;
+        }
+        v.heard = now;
+        v.wire = p.intake_wire_bytes;
+        v.held = p.held;
+        flows[k].add(sample_of(p, now));
+    }
+    // A node with a new parent starts over: what it did before says nothing about the new link.
+    void restart_flow(std::uint32_t k) {
+        flows[k].clear();
+        views[k].changed = clock::now();
+        slow_since[k] = {};
+    }
+    static flow::sample sample_of(const protocol::progress& p, clock::time_point at) {
+        return {at, p.stored_bytes, p.intake_wire_bytes, p.held_ns, p.sink_busy_ns, p.held};
+    }
 };
 
 // Reads a node's control messages until its done (or the connection ends). Borrows all four
@@ -662,6 +702,7 @@ asio::awaitable<void> collect_reports(tcp::socket& control, node_report& report,
         last_heard = clock::now();
         if (auto* p = std::get_if<protocol::progress>(&*m)) {
             report.stored_bytes = p->stored_bytes;
+            heal.observe(report.node, *p);
             const auto now = clock::now();
             const double dt = std::chrono::duration<double>(now - sampled).count();
             if (dt >= 0.5) {
@@ -724,6 +765,18 @@ asio::awaitable<void> send_queued(healing& heal) {
     }
 }
 
+std::string seconds_text(clock::duration d) {
+    std::array<char, 32> text{};
+    std::snprintf(text.data(), text.size(), "%.1f s", std::chrono::duration<double>(d).count());
+    return text.data();
+}
+
+std::string rate_text(double bytes_per_second) {
+    std::array<char, 32> text{};
+    std::snprintf(text.data(), text.size(), "%.1f MB/s", bytes_per_second / 1e6);
+    return text.data();
+}
+
 // Nodes that are failed by what the server sees: silence on the control connection (a
 // stopped process, a host or link down: heartbeats are once a second).
 void check_stalls(healing& heal, const std::vector<clock::time_point>& heard) {
@@ -732,9 +785,68 @@ void check_stalls(healing& heal, const std::vector<clock::time_point>& heard) {
     for (std::uint32_t k = 1; k <= heal.nodes.size(); ++k) {
         const auto& r = heal.report.nodes[k - 1];
         if (heal.failed[k] || r.phase == protocol::node_phase::done || now - heard[k - 1] < config.stall_timeout) continue;
-        heal.fail(k, "no word from it for " + std::to_string(config.stall_timeout.count() / 1000.0).substr(0, 3) +
-                         " s (stopped, or its host or link is down; --stall-timeout)");
+        heal.fail(k, "no word from it for " + seconds_text(config.stall_timeout) + " (stopped, or its host or link is down; --stall-timeout)");
     }
+}
+
+// What a node reports of its data plane's flow (relay_stats), holds in progress included.
+protocol::progress progress_of(const relay_stats& stats) {
+    const std::uint64_t since = stats.held_since_ns.load(std::memory_order_relaxed);
+    const std::uint64_t held = stats.held_ns.load(std::memory_order_relaxed);
+    const std::uint64_t now = flow_clock_ns();
+    protocol::progress p;
+    p.stored_bytes = stats.stored_bytes.load(std::memory_order_relaxed);
+    p.intake_wire_bytes = stats.intake_wire_bytes.load(std::memory_order_relaxed);
+    p.held_ns = held + (since != 0 && now > since ? now - since : 0);
+    const std::uint64_t writing = stats.sink_write_since_ns.load(std::memory_order_relaxed);
+    p.sink_busy_ns = stats.sink_busy_ns.load(std::memory_order_relaxed) + (writing != 0 && now > writing ? now - writing : 0);
+    p.held = since != 0;
+    return p;
+}
+
+// Nodes that are failed by their flow: one that reports but is stuck (no data although its
+// parent has some for it), and with --drop-slow the one that holds everyone back.
+void check_flow(healing& heal, const relay_stats& stats) {
+    using protocol::node_phase;
+    const serve_config& config = heal.config;
+    const auto now = clock::now();
+    heal.flows[0].add(healing::sample_of(progress_of(stats), now));
+    heal.views[0] = {true, false, stats.intake_wire_bytes.load(std::memory_order_relaxed), now, now};
+    heal.paced.add({now, stats.acked_bytes.load(std::memory_order_relaxed)});
+    if (const auto r = heal.paced.over_window()) heal.best_pace = std::max(heal.best_pace, r->stored_per_second);
+    const std::size_t n = heal.nodes.size();
+    std::vector<bool> live(n + 1, true);
+    for (std::uint32_t k = 1; k <= n; ++k) {
+        const node_phase ph = heal.report.nodes[k - 1].phase;
+        live[k] = !heal.failed[k] && ph != node_phase::done && ph != node_phase::failed && ph != node_phase::fixup;
+        flow::progress_view& v = heal.views[k];
+        v.watched = live[k] && (ph == node_phase::receiving || ph == node_phase::extracting) && v.wire > 0;
+    }
+    flow::note_behind(heal.views, heal.parent, now);
+    for (const std::uint32_t k : flow::find_stuck(heal.views, heal.parent, now, config.stall_timeout))
+        heal.fail(k, "took in no data for " + seconds_text(now - std::max(heal.views[k].changed, heal.views[k].behind_since)) +
+                         " although " + heal.name_of(heal.parent[k]) + " has bytes for it (its data connection or data plane is stuck; --stall-timeout)");
+    if (!config.drop_slow) return;
+    const flow::slow_rule rule{heal.best_pace, config.relay.buffer_bytes / 4, config.slow_factor};
+    const auto slow = flow::find_slow(heal.flows, heal.parent, live, rule);
+    for (std::uint32_t k = 1; k <= n; ++k)
+        if (!slow || slow->node != k) heal.slow_since[k] = {};
+    if (!slow) return;
+    auto& since = heal.slow_since[slow->node];
+    if (since == clock::time_point{}) since = now;
+    if (now - since < config.slow_timeout) return;
+    const std::string why = "held the session back for " + seconds_text(now - since) + ", storing " +
+                            rate_text(slow->stored_per_second) + " where the others kept up to " + rate_text(slow->pace) +
+                            " (--drop-slow)";
+    // A second child of the same parent slow in its turn: the link out of the parent is slow.
+    const std::uint32_t up = heal.parent[slow->node];
+    if (up != 0 && heal.slow_children[up] > 0) {
+        heal.fail(up, "too slow: its children were slow one after the other, the link out of it is: " + heal.name_of(slow->node) +
+                          " " + why);
+        return;
+    }
+    if (up != 0) ++heal.slow_children[up];
+    heal.fail(slow->node, "too slow: " + why);
 }
 
 asio::awaitable<result<serve_report>> serve(asio::io_context& io, tcp::acceptor& control, tcp::acceptor& data,
@@ -775,10 +887,14 @@ asio::awaitable<result<serve_report>> serve(asio::io_context& io, tcp::acceptor&
     door.control = source_control->get();
     data_plane plane{io};
     healing heal{config, nodes, report, door, **source_control, server_address, data.local_endpoint().port(),
-                 [&plane] { plane.wake.cancel(); }, {}, {}, {}, {}, false, {}};
+                 [&plane] { plane.wake.cancel(); }, {}, {}, {}, {}, false, {}, {}, {}, {}, {}, flow::history{}, 0};
     heal.parent.assign(nodes.size() + 1, 0);
     heal.children.assign(nodes.size() + 1, {});
     heal.failed.assign(nodes.size() + 1, false);
+    heal.flows.assign(nodes.size() + 1, flow::history{});
+    heal.views.assign(nodes.size() + 1, {});
+    heal.slow_since.assign(nodes.size() + 1, {});
+    heal.slow_children.assign(nodes.size() + 1, 0);
     for (std::size_t slot = 0; slot <= nodes.size(); ++slot) {
         heal.parent[slot] = static_cast<std::uint32_t>(plan[slot].parent);
         for (std::size_t child : plan[slot].children) heal.children[slot].push_back(static_cast<std::uint32_t>(child));
@@ -794,6 +910,7 @@ asio::awaitable<result<serve_report>> serve(asio::io_context& io, tcp::acceptor&
             a.children.push_back({static_cast<std::uint32_t>(child), nodes[child - 1].address});
         a.stream_bytes = config.source_bytes;
         a.relay_mode = static_cast<std::uint8_t>(config.relay.mode);
+        a.buffer_ahead = config.drop_slow;
         node_report r;
         r.node = a.node;
         r.name = nodes[i].name;
@@ -839,6 +956,7 @@ asio::awaitable<result<serve_report>> serve(asio::io_context& io, tcp::acceptor&
         next_check = clock::now() + std::chrono::milliseconds(500);
         heal.judge_suspects();
         check_stalls(heal, heard);
+        check_flow(heal, stats);
         queue_heartbeats(heal, stats);
         co_await send_queued(heal);
         if (config.on_tick) config.on_tick(stats);
@@ -1242,7 +1360,7 @@ std::vector<protocol::message> tend_parent(node_run& run, asio::io_context& io, 
 asio::awaitable<void> report_to_server(node_run& run, const join_config& config, const relay_stats& stats,
                                        const std::vector<protocol::message>& messages, const std::string& server_text) {
     for (const auto& m : messages) co_await write_message(run.control, m, server_text);
-    const protocol::message progress = protocol::progress{stats.stored_bytes.load()};
+    const protocol::message progress = progress_of(stats);
     co_await write_message(run.control, progress, server_text);
     co_await send_status(run.control, config.status, server_text);
 }
@@ -1298,6 +1416,7 @@ asio::awaitable<result<join_report>> join(asio::io_context& io, const join_confi
 
     relay_config relay = config.relay;
     relay.mode = static_cast<relay_mode>(assignment.relay_mode);
+    relay.buffer_ahead = assignment.buffer_ahead;
     std::optional<auth::frame_signer> signer;
     if (config.key) signer.emplace(*config.key, assignment.stream_nonce);
     relay.signer = signer ? &*signer : nullptr;

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Hostile input does not disturb a session. While serve waits for 3 nodes, node 5 sends
-#   an HTTP request and a hello of protocol version 2 to the control port, leaves a connection
+#   an HTTP request and a hello of protocol version 9 to the control port, leaves a connection
 #   to it open without a byte, sends garbage to UDP port 7117, and garbage to node 1's data
 #   port (read when node 1 accepts its child);
 # nodes 1 and 2 join while the silent connection is pending, node 3 only once serve has
 # refused it (5 s deadline). Each hostile peer gets exactly one log line naming it, the
-# version-2 peer gets the refusal in words, and the 3 nodes store the source byte for byte.
+# version-9 peer gets the refusal in words, and the 3 nodes store the source byte for byte.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/cluster_lib.sh"
@@ -27,7 +27,7 @@ wait_lines "$run/serve.err" "waiting for 3 nodes \(control port [0-9]+\)"
 port=$(sed -nE 's/.*waiting for 3 nodes \(control port ([0-9]+)\)$/\1/p' "$run/serve.err")
 
 printf 'GET / HTTP/1.0\r\n\r\n' | in_hostile timeout 10 socat -t 2 - "TCP:$server:$port" >/dev/null 2>&1 || true
-printf 'KCC1\x02\x00\x01\x00\x00\x00\x00\x00' | in_hostile timeout 10 socat -t 2 - "TCP:$server:$port" >"$run/v2.out" 2>&1 || true
+printf 'KCC1\x09\x00\x01\x00\x00\x00\x00\x00' | in_hostile timeout 10 socat -t 2 - "TCP:$server:$port" >"$run/v9.out" 2>&1 || true
 printf 'not a question' | in_hostile timeout 10 socat -u - "UDP-SENDTO:$server:7117" 2>/dev/null || true
 in_hostile timeout 60 bash -c "sleep 50 | socat - TCP:$server:$port" >/dev/null 2>&1 &
 silent=$!
@@ -59,7 +59,7 @@ kaclone serve: refused HOSTILE: timed out
 EOT
 )
 expect_eq "serve's log lines about hostile peers" "$got" "$want"
-grep -qa "protocol version mismatch" "$run/v2.out" || fail "the version-2 peer did not get the refusal in words: $(od -c "$run/v2.out" | head)"
+grep -qa "protocol version mismatch" "$run/v9.out" || fail "the version-9 peer did not get the refusal in words: $(od -c "$run/v9.out" | head)"
 got=$(grep -E "refused" "$run/join1.err" | sed -E "s/$hostile:[0-9]+/HOSTILE/")
 expect_eq "node 1's log line about the garbage on its data port" "$got" \
     "kaclone join: refused data connection from HOSTILE: not a kaclone peer (bad magic)"

@@ -119,7 +119,12 @@ TEST(Message, EveryTypeRoundTrips) {
     EXPECT_EQ(round_trip(refuse{"session 'lab' is already running"}), refuse{"session 'lab' is already running"});
     const assign a{3, 2, "10.0.0.2", 4000, {{4, "10.0.0.4"}, {5, "10.0.0.5"}}, 1ull << 40, 1};
     EXPECT_EQ(round_trip(a), a);
+    assign ahead = a;
+    ahead.buffer_ahead = true;
+    EXPECT_EQ(round_trip(ahead), ahead);
     EXPECT_EQ(round_trip(progress{99}), progress{99});
+    const progress flow{99, 1234, 5'000'000'000, 7, true};
+    EXPECT_EQ(round_trip(flow), flow);
     done d{true, 1234, {}, 1.5, ""};
     d.digest.bytes[3] = std::byte{9};
     EXPECT_EQ(round_trip(d), d);
@@ -165,13 +170,13 @@ TEST(Message, PhasesHaveTheirNames) {
 
 TEST(Message, VersionMismatchIsSaidInWords) {
     auto bytes = encode_message(release{});
-    bytes[4] = std::byte{2};  // version 2
+    bytes[4] = std::byte{9};  // version 9
 
     const auto h = decode_message_header(std::span(bytes).first<message_header_bytes>(), "10.0.0.9:5000");
 
     ASSERT_FALSE(h.has_value());
     EXPECT_EQ(h.error().code, errc::version_mismatch);
-    EXPECT_EQ(h.error().where, "10.0.0.9:5000 speaks protocol 2, this kaclone speaks 1");
+    EXPECT_EQ(h.error().where, "10.0.0.9:5000 speaks protocol 9, this kaclone speaks " + std::to_string(version));
 }
 
 TEST(Message, OversizedBodyIsRefusedBeforeAllocation) {

@@ -19,7 +19,7 @@
 namespace kaclone::protocol {
 
 // The protocol version; both sides say theirs first and refuse a different one in words.
-inline constexpr std::uint16_t version = 1;
+inline constexpr std::uint16_t version = 2;
 
 enum class errc {
     bad_magic = 1,      // the bytes do not start with kaclone's magic: not a kaclone peer
@@ -141,12 +141,19 @@ struct assign {
     std::vector<child_slot> children;  // empty for a leaf; one in a chain; up to K in a tree
     std::uint64_t stream_bytes = 0;    // 0 when unknown (stdin)
     std::uint8_t relay_mode = 0;       // kaclone::relay_mode
+    bool buffer_ahead = false;         // relay_config::buffer_ahead (the server runs --drop-slow)
     std::array<std::byte, 16> stream_nonce{};  // keys the frame tags (sessions with a key)
     bool operator==(const assign&) const = default;
 };
-// node -> server, once a second.
+// node -> server, once a second: what it stored, and its flow (relay_stats: what held its
+// intake back, for --drop-slow and the stall rules). server -> node: the heartbeat, with what
+// every node acknowledged in stored_bytes and nothing else.
 struct progress {
     std::uint64_t stored_bytes = 0;
+    std::uint64_t intake_wire_bytes = 0;
+    std::uint64_t held_ns = 0;       // in all, holds in progress included
+    std::uint64_t sink_busy_ns = 0;
+    bool held = false;               // a hold is in progress
     bool operator==(const progress&) const = default;
 };
 // node -> server: finished, with what it stored or why it failed.

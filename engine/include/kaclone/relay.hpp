@@ -56,6 +56,12 @@ struct relay_config {
     // Sessions with a key: the source tags every frame, every node verifies every tag (and
     // refuses untagged frames). Borrowed; must outlive run_source/run_relay. Null: open session.
     const auth::frame_signer* signer = nullptr;
+    // Splice mode: a child whose forward pipe was full and has not been empty since, for
+    // 100 ms, is sent from the ring (until it catches up), so that this node takes in at its own link's pace and its one
+    // buffer, not the pipe, absorbs the difference. The server asks for it with --drop-slow:
+    // then a node whose own link is slow is not held back by its children and can be told
+    // from one that is. Costs a copy per byte to such a child while it is behind.
+    bool buffer_ahead = false;
 };
 
 // Counters the data plane updates and the control plane reads (progress, status).
@@ -65,7 +71,18 @@ struct relay_stats {
     // Source: bytes held for replay because not every node below has them yet; when it nears
     // --buffer, the slowest subtree holds everyone back.
     std::atomic<std::uint64_t> retained_bytes{0};
+
+    // Flow: what holds the stream back, for the server's --drop-slow and stall rules (a node
+    // reports these once a second). Times are steady-clock nanoseconds.
+    std::atomic<std::uint64_t> intake_wire_bytes{0};  // wire bytes taken into the ring (source: framed)
+    std::atomic<std::uint64_t> held_ns{0};            // time the intake waited for room in a full ring (ended holds)
+    std::atomic<std::uint64_t> held_since_ns{0};      // start of the hold in progress; 0: none
+    std::atomic<std::uint64_t> sink_busy_ns{0};       // time with a write to the local sink in flight (ended writes)
+    std::atomic<std::uint64_t> sink_write_since_ns{0};  // start of the write in flight; 0: none
 };
+
+// Steady-clock nanoseconds, the time base of relay_stats.
+std::uint64_t flow_clock_ns() noexcept;
 
 struct relay_result {
     std::uint64_t bytes = 0;  // stream bytes

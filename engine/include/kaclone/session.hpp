@@ -81,6 +81,14 @@ struct serve_config {
     // While the stream flows, a node that says nothing for this long (its heartbeat is once a
     // second) is failed: stopped, or its host or link is down. Its children move to its parent.
     std::chrono::milliseconds stall_timeout{5000};
+    // The same for a node that reports but takes in and stores nothing for that long although
+    // its parent has bytes for it: its data connection or data plane is stuck.
+    // --drop-slow: a node that held the whole session back for slow_timeout, storing at less
+    // than 1/slow_factor of what its parent could take in and store, is failed (its children
+    // move on to its parent) so that the others keep their pace. Without it: backpressure.
+    bool drop_slow = false;
+    std::chrono::milliseconds slow_timeout{10000};
+    double slow_factor = 4;
     // What each node is expected to store, for `kaclone status` percentages (0: unknown).
     std::uint64_t expected_bytes = 0;
     // With a key every control and data connection proves it (HMAC-SHA256 challenge-response)
