@@ -1,4 +1,4 @@
-// write_tree: one filesystem's directory tree as a pax tar stream (libarchive read_disk -> write).
+// write_tree: one filesystem's directory tree as a pax tar stream (our walk, libarchive's metadata and writer).
 #include <kaclone/image.hpp>
 
 #include <algorithm>
@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -50,14 +51,6 @@ result<std::set<file_id>> resolve_excludes(const std::filesystem::path& root, co
     return ids;
 }
 
-// read_disk names entries "ROOT/a/b"; the stream names them "a/b" and the root ".".
-std::string relative_name(const std::string& disk_name, const std::string& root_name) {
-    std::string_view rest = disk_name;
-    if (rest.starts_with(root_name)) rest.remove_prefix(root_name.size());
-    while (rest.starts_with('/')) rest.remove_prefix(1);
-    return rest.empty() ? std::string(".") : std::string(rest);
-}
-
 // Feeds `bytes` zeros to the writer: the pax writer drops the parts that its sparse map says
 // are holes, so holes cost no stream bytes but must still be "written".
 bool write_zeros(archive* out, std::uint64_t bytes) {
@@ -72,38 +65,36 @@ bool write_zeros(archive* out, std::uint64_t bytes) {
     return true;
 }
 
+// The walk is our own (openat/fstatat from each directory's descriptor: no path is ever
+// longer than a name, one open per file for both its metadata and its data); libarchive's
+// read_disk only reads what a descriptor or path has beyond the stat (xattrs, ACLs, file
+// flags, a symlink's target), through archive_read_disk_entry_from_file.
 class tree_writer {
 public:
     tree_writer(const write_options& options, write_stats& stats) : options_(options), stats_(stats) {}
 
     result<void> run(const std::filesystem::path& root, int out_fd) {
-        struct stat root_st {};
-        if (::stat(root.c_str(), &root_st) != 0) return last_sys_error("stat " + root.string());
-        if (!S_ISDIR(root_st.st_mode)) return error{make_error_code(errc::not_a_directory), root.string()};
         auto excludes = resolve_excludes(root, options_.excludes);
         if (!excludes) return std::move(excludes).error();
         excludes_ = *std::move(excludes);
-        root_dev_ = root_st.st_dev;
         root_name_ = root.string();
         while (root_name_.size() > 1 && root_name_.ends_with('/')) root_name_.pop_back();
-        // Our own lookups below the root go from this descriptor: read_disk moves the working
-        // directory while it walks.
-        auto root_fd = open_fd(root, O_PATH | O_DIRECTORY);
+        auto root_fd = open_fd(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (!root_fd) return std::move(root_fd).error();
-        root_fd_ = *std::move(root_fd);
+        struct stat root_st {};
+        if (::fstat(root_fd->get(), &root_st) != 0) return last_sys_error("stat " + root.string());
+        root_dev_ = root_st.st_dev;
+        proc_fd_ = ::access("/proc/self/fd", X_OK) == 0;
 
         disk_.reset(archive_read_disk_new());
         out_.reset(archive_write_new());
         resolver_.reset(archive_entry_linkresolver_new());
         if (!disk_ || !out_ || !resolver_) return sys_error(ENOMEM, "libarchive");
         // Physical: symlinks are entries, never followed. No uname/gname lookup: owners travel
-        // as numbers, which is what a clone of the same system wants.
+        // as numbers, which is what a clone of the same system wants. NO_SPARSE: holes are
+        // probed here, only in files whose allocated blocks do not cover their size.
         archive_read_disk_set_symlink_physical(disk_.get());
-        // NO_SPARSE: read_disk would probe every regular file for holes (five or six lseek calls
-        // each, the largest share of its system calls on a tree of small files); find_holes()
-        // probes only the files whose allocated blocks do not cover their size.
-        if (archive_read_disk_set_behavior(disk_.get(), ARCHIVE_READDISK_NO_TRAVERSE_MOUNTS | ARCHIVE_READDISK_NO_SPARSE) !=
-            ARCHIVE_OK)
+        if (archive_read_disk_set_behavior(disk_.get(), ARCHIVE_READDISK_NO_SPARSE) != ARCHIVE_OK)
             return fail(disk_.get(), "read_disk behaviour");
         // Full pax (not pax_restricted): every entry carries its mtime with nanoseconds.
         if (archive_write_set_format_pax(out_.get()) != ARCHIVE_OK) return fail(out_.get(), "pax format");
@@ -115,55 +106,131 @@ public:
         archive_write_set_bytes_in_last_block(out_.get(), 1);  // no padding after the end marker
         if (archive_write_open_fd(out_.get(), out_fd) != ARCHIVE_OK) return fail(out_.get(), "open stream");
         archive_entry_linkresolver_set_strategy(resolver_.get(), archive_format(out_.get()));
-        if (archive_read_disk_open(disk_.get(), root_name_.c_str()) != ARCHIVE_OK) return fail(disk_.get(), root_name_);
 
-        for (;;) {
-            detail::entry_ptr entry{archive_entry_new()};
-            const int r = archive_read_next_header2(disk_.get(), entry.get());
-            if (r == ARCHIVE_EOF) break;
-            if (r == ARCHIVE_FATAL) return fail(disk_.get(), "read " + root_name_);
-            if (r < ARCHIVE_WARN) {  // this entry is unusable; the walk goes on
-                warn(archive_message(disk_.get()));
-                continue;
-            }
-            if (r == ARCHIVE_WARN) warn(std::string(archive_entry_pathname(entry.get())) + ": " + archive_message(disk_.get()));
-            if (auto sent = send(entry.get()); !sent) return sent;
-        }
+        if (auto sent = send_directory(".", "", root_fd->get(), root_st, true); !sent) return sent;
         if (archive_write_close(out_.get()) != ARCHIVE_OK) return fail(out_.get(), "end of stream");
         return {};
     }
 
 private:
-    result<void> send(archive_entry* entry) {
-        const std::string name = relative_name(archive_entry_pathname(entry), root_name_);
-        const auto type = archive_entry_filetype(entry);
-        if (type == AE_IFSOCK) {
-            ++stats_.sockets_skipped;
-            log("skipped socket " + name);
+    // A directory's entry, then (unless it is excluded or another filesystem's) its content.
+    // `prefix` names its entries ("" for the root's, else "a/b/").
+    result<void> send_directory(const std::string& name, const std::string& prefix, int fd, const struct stat& st, bool descend) {
+        detail::entry_ptr entry{archive_entry_new()};
+        archive_entry_copy_pathname(entry.get(), name.c_str());
+        // A directory's default ACL is read by path only.
+        const std::string path = proc_fd_ ? "/proc/self/fd/" + std::to_string(fd) : root_name_ + "/" + name;
+        archive_entry_copy_sourcepath(entry.get(), path.c_str());
+        if (auto sent = send(entry.get(), name, fd, st); !sent) return sent;
+        if (!descend) return {};
+        if (excludes_.contains({st.st_dev, st.st_ino})) {
+            ++stats_.excluded_dirs;
+            log("excluded the content of " + name);
             return {};
         }
-        if (type == AE_IFDIR) {
-            const file_id id{archive_entry_dev(entry), static_cast<ino_t>(archive_entry_ino(entry))};
-            if (excludes_.contains(id)) {
-                ++stats_.excluded_dirs;
-                log("excluded the content of " + name);
-            } else if (id.dev != root_dev_) {
-                ++stats_.mounts_not_crossed;
-                log("not crossing into the filesystem mounted on " + name);
-            } else if (archive_read_disk_can_descend(disk_.get()) &&
-                       archive_read_disk_descend(disk_.get()) != ARCHIVE_OK) {
-                warn(name + ": " + archive_message(disk_.get()));
-            }
+        if (st.st_dev != root_dev_) {
+            ++stats_.mounts_not_crossed;
+            log("not crossing into the filesystem mounted on " + name);
+            return {};
         }
-        archive_entry_copy_pathname(entry, name.c_str());
+        // The names first, then the directory stream is closed: one descriptor per level.
+        std::vector<std::pair<std::string, unsigned char>> names;  // and d_type
+        {
+            DIR* dir = ::fdopendir(::dup(fd));
+            if (dir == nullptr) {
+                warn(name + ": cannot read the directory (" + std::strerror(errno) + ")");
+                return {};
+            }
+            errno = 0;
+            while (const dirent* d = ::readdir(dir)) {
+                if (std::strcmp(d->d_name, ".") != 0 && std::strcmp(d->d_name, "..") != 0) names.emplace_back(d->d_name, d->d_type);
+                errno = 0;
+            }
+            const int read_errno = errno;
+            ::closedir(dir);
+            if (read_errno != 0) warn(name + ": cannot read the whole directory (" + std::strerror(read_errno) + ")");
+        }
+        for (const auto& [child, type] : names) {
+            const std::string child_name = prefix + child;
+            // A regular file, as the directory says: opened and stat'ed through the descriptor.
+            if (type == DT_REG) {
+                unique_fd file{::openat(fd, child.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)};
+                struct stat fst {};
+                if (file && ::fstat(file.get(), &fst) == 0 && S_ISREG(fst.st_mode)) {
+                    if (auto sent = send_file(child_name, file.get(), fst); !sent) return sent;
+                    continue;
+                }
+                if (!file && errno == EMFILE) return sys_error(EMFILE, "open " + child_name);
+            }
+            struct stat cst {};
+            if (::fstatat(fd, child.c_str(), &cst, AT_SYMLINK_NOFOLLOW) != 0) {
+                warn(child_name + ": " + std::strerror(errno) + " (gone while the tree was read?)");
+                continue;
+            }
+            if (S_ISSOCK(cst.st_mode)) {
+                ++stats_.sockets_skipped;
+                log("skipped socket " + child_name);
+                continue;
+            }
+            if (S_ISDIR(cst.st_mode)) {
+                unique_fd child_fd{::openat(fd, child.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)};
+                if (!child_fd && errno == EMFILE)
+                    return sys_error(EMFILE, "open " + child_name + " (" + std::to_string(names.size()) +
+                                                 " entries, nested too deep for the open file limit; raise ulimit -n)");
+                struct stat now {};
+                if (!child_fd || ::fstat(child_fd.get(), &now) != 0 || now.st_ino != cst.st_ino || now.st_dev != cst.st_dev) {
+                    warn(child_name + ": cannot open the directory (" + std::strerror(child_fd ? ESTALE : errno) + ")");
+                    continue;
+                }
+                if (auto sent = send_directory(child_name, child_name + "/", child_fd.get(), now, true); !sent) return sent;
+                continue;
+            }
+            if (auto sent = send_other(fd, child, child_name, cst); !sent) return sent;
+        }
+        return {};
+    }
+
+    // Anything but a directory: regular files are opened once, for their metadata and data;
+    // symlinks, devices and fifos are read by path (through the directory's descriptor).
+    result<void> send_other(int dir_fd, const std::string& child, const std::string& name, const struct stat& st) {
+        detail::entry_ptr entry{archive_entry_new()};
+        archive_entry_copy_pathname(entry.get(), name.c_str());
+        if (!S_ISREG(st.st_mode)) {
+            const std::string path = proc_fd_ ? "/proc/self/fd/" + std::to_string(dir_fd) + "/" + child : root_name_ + "/" + name;
+            archive_entry_copy_sourcepath(entry.get(), path.c_str());
+            return send(entry.get(), name, -1, st);
+        }
+        unique_fd fd{::openat(dir_fd, child.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)};
+        struct stat now {};
+        if (!fd || ::fstat(fd.get(), &now) != 0 || now.st_ino != st.st_ino || now.st_dev != st.st_dev) {
+            warn(name + ": cannot open (" + std::strerror(fd ? ESTALE : errno) + "), not sent");
+            return {};
+        }
+        return send(entry.get(), name, fd.get(), now);
+    }
+
+    result<void> send_file(const std::string& name, int fd, const struct stat& st) {
+        detail::entry_ptr entry{archive_entry_new()};
+        archive_entry_copy_pathname(entry.get(), name.c_str());
+        return send(entry.get(), name, fd, st);
+    }
+
+    // One entry: metadata from `st` and (xattrs, ACLs, flags) from `fd` or the entry's source
+    // path, then the header, then a regular file's data from `fd`.
+    result<void> send(archive_entry* entry, const std::string& name, int fd, const struct stat& st) {
+        const int got = archive_read_disk_entry_from_file(disk_.get(), entry, fd, &st);
+        if (got < ARCHIVE_WARN) {
+            warn(name + ": " + archive_message(disk_.get()) + ", not sent");
+            return {};
+        }
+        if (got == ARCHIVE_WARN) warn(name + ": " + archive_message(disk_.get()));
         archive_entry* to_write = entry;
         archive_entry* unused = nullptr;
         // Hardlinks: the first name of an inode carries the data, later ones link to it.
         archive_entry_linkify(resolver_.get(), &to_write, &unused);
         if (to_write == nullptr) return {};
-        unique_fd holey;  // the file, opened here when it has holes: its data is read here too
-        if (type == AE_IFREG && archive_entry_hardlink(to_write) == nullptr && archive_entry_size(to_write) > 0)
-            holey = find_holes(name, to_write);
+        const bool data = S_ISREG(st.st_mode) && archive_entry_hardlink(to_write) == nullptr && st.st_size > 0;
+        const bool holes = data && find_holes(name, to_write, fd, st);
         const int r = archive_write_header(out_.get(), to_write);
         if (r == ARCHIVE_FATAL) return fail(out_.get(), name);
         if (r < ARCHIVE_WARN) {
@@ -172,70 +239,35 @@ private:
         }
         if (r == ARCHIVE_WARN) warn(name + ": " + archive_message(out_.get()));
         ++stats_.entries;
-        if (type != AE_IFREG || archive_entry_hardlink(to_write) != nullptr || archive_entry_size(to_write) <= 0) return {};
-        if (holey) return send_sparse_data(name, to_write, holey.get());
-        return send_data(name, static_cast<std::uint64_t>(archive_entry_size(to_write)));
+        if (!data) return {};
+        if (holes) return send_sparse_data(name, to_write, fd);
+        return send_data(name, fd, static_cast<std::uint64_t>(st.st_size));
     }
 
     // A regular file whose allocated blocks cover less than its size may have holes: its data
-    // ranges go into `entry`'s sparse map (SEEK_DATA/SEEK_HOLE), and the file, opened here, is
-    // returned for send_sparse_data. An empty descriptor: no holes (or they cannot be found,
-    // then the file is sent whole, zeros and all, with a warning).
-    unique_fd find_holes(const std::string& name, archive_entry* entry) {
-        const auto size = static_cast<off_t>(archive_entry_size(entry));
-        const auto same_file = [entry](const struct stat& st) {
-            return S_ISREG(st.st_mode) && st.st_ino == static_cast<ino_t>(archive_entry_ino(entry)) &&
-                   st.st_dev == static_cast<dev_t>(archive_entry_dev(entry));
-        };
-        const auto cannot = [&](int err) {
-            warn(name + ": cannot look for holes (" + std::strerror(err) + "), sent whole");
-            return unique_fd{};
-        };
-        // One fstatat for most files; the open only for those that may have holes.
-        struct stat st {};
-        unique_fd fd;
-        if (name.size() >= PATH_MAX) {
-            fd = open_below_root(name);
-            if (!fd || ::fstat(fd.get(), &st) != 0) return cannot(errno);
-        } else if (::fstatat(root_fd_.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
-            return cannot(errno);
-        }
-        if (!same_file(st)) return cannot(ESTALE);  // replaced since read_disk saw it
-        if (st.st_blocks * 512 >= size) return {};  // every byte allocated (the usual case): no holes
-        if (!fd) fd = open_below_root(name);
-        if (!fd || ::fstat(fd.get(), &st) != 0) return cannot(errno);
-        if (!same_file(st)) return cannot(ESTALE);
+    // ranges go into `entry`'s sparse map (SEEK_DATA/SEEK_HOLE) and true is returned. False:
+    // no holes (or they cannot be found: then the file is sent whole, zeros and all, with a
+    // warning).
+    bool find_holes(const std::string& name, archive_entry* entry, int fd, const struct stat& st) {
+        const off_t size = st.st_size;
+        if (st.st_blocks * 512 >= size) return false;  // every byte allocated (the usual case): no holes
         std::vector<std::pair<off_t, off_t>> ranges;  // data: offset, length
         for (off_t at = 0; at < size;) {
-            const off_t data = ::lseek(fd.get(), at, SEEK_DATA);
+            const off_t data = ::lseek(fd, at, SEEK_DATA);
             if (data < 0 && errno == ENXIO) break;  // only a hole from `at` to the end
-            const off_t hole = data < 0 ? -1 : ::lseek(fd.get(), data, SEEK_HOLE);
+            const off_t hole = data < 0 ? -1 : ::lseek(fd, data, SEEK_HOLE);
             if (data < 0 || hole < 0) {
-                return cannot(errno);
+                warn(name + ": cannot look for holes (" + std::strerror(errno) + "), sent whole");
+                return false;
             }
             ranges.emplace_back(data, std::min(hole, size) - data);
             at = hole;
         }
-        if (ranges.size() == 1 && ranges[0] == std::pair<off_t, off_t>{0, size}) return {};  // no holes after all
+        if (ranges.size() == 1 && ranges[0] == std::pair<off_t, off_t>{0, size}) return false;  // no holes after all
         for (const auto& [offset, length] : ranges) archive_entry_sparse_add_entry(entry, offset, length);
         // A file that is one hole: an empty range at its end tells the writer so.
         if (ranges.empty()) archive_entry_sparse_add_entry(entry, size, 0);
-        return fd;
-    }
-
-    // The file `name` below the root, opened for reading without following a symlink in its
-    // last component; a name of PATH_MAX bytes or more is reached one directory at a time.
-    unique_fd open_below_root(const std::string& name) {
-        constexpr int flags = O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC;
-        if (name.size() < PATH_MAX) return unique_fd{::openat(root_fd_.get(), name.c_str(), flags)};
-        unique_fd dir{::dup(root_fd_.get())};
-        std::string_view rest = name;
-        for (auto slash = rest.find('/'); dir && slash != std::string_view::npos; slash = rest.find('/')) {
-            dir = unique_fd{::openat(dir.get(), std::string(rest.substr(0, slash)).c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)};
-            rest.remove_prefix(slash + 1);
-        }
-        if (!dir) return {};
-        return unique_fd{::openat(dir.get(), std::string(rest).c_str(), flags)};
+        return true;
     }
 
     // The data ranges of `entry`'s sparse map, read from `fd` (see find_holes), holes given to
@@ -269,27 +301,21 @@ private:
         return {};
     }
 
-    // Data blocks come at their file offsets, holes skipped; the gaps go in as zeros that the
-    // pax writer drops again (see write_zeros).
-    result<void> send_data(const std::string& name, std::uint64_t size) {
+    // The data of a file without holes, read from `fd` to its size from the stat.
+    result<void> send_data(const std::string& name, int fd, std::uint64_t size) {
+        static thread_local std::vector<char> buffer(1 << 20);
         std::uint64_t done = 0;
-        for (;;) {
-            const void* block = nullptr;
-            std::size_t block_bytes = 0;
-            la_int64_t offset = 0;
-            const int r = archive_read_data_block(disk_.get(), &block, &block_bytes, &offset);
-            if (r == ARCHIVE_EOF) break;
-            if (r != ARCHIVE_OK) {  // the file shrank or cannot be read: pad, keep the stream whole
-                warn(name + ": " + archive_message(disk_.get()));
+        while (done < size) {
+            const auto want = static_cast<std::size_t>(std::min<std::uint64_t>(size - done, buffer.size()));
+            const ssize_t got = ::read(fd, buffer.data(), want);
+            if (got < 0 && errno == EINTR) continue;
+            if (got <= 0) {  // the file shrank or cannot be read: pad, keep the stream whole
+                warn(name + ": " + (got < 0 ? std::strerror(errno) : "shorter than its size"));
                 break;
             }
-            const auto at = static_cast<std::uint64_t>(offset);
-            if (at > done && !write_zeros(out_.get(), at - done)) return fail(out_.get(), name);
-            if (at > done) done = at;
-            const la_ssize_t written = archive_write_data(out_.get(), block, block_bytes);
-            if (written < 0) return fail(out_.get(), name);
-            done += block_bytes;
-            stats_.data_bytes += block_bytes;
+            if (archive_write_data(out_.get(), buffer.data(), static_cast<std::size_t>(got)) < 0) return fail(out_.get(), name);
+            done += static_cast<std::uint64_t>(got);
+            stats_.data_bytes += static_cast<std::uint64_t>(got);
         }
         if (done < size && !write_zeros(out_.get(), size - done)) return fail(out_.get(), name);
         return {};
@@ -311,7 +337,7 @@ private:
     std::set<file_id> excludes_;
     dev_t root_dev_ = 0;
     std::string root_name_;
-    unique_fd root_fd_;  // the root, O_PATH
+    bool proc_fd_ = false;  // /proc/self/fd/N/NAME reaches a name below a directory descriptor
     detail::read_archive disk_;
     detail::write_archive out_;
     detail::linkresolver_ptr resolver_;
