@@ -11,7 +11,7 @@
 #   wait_stored I BYTES          until node I stored at least BYTES (bounded: 60 s; fails if the
 #                                session ended first)
 #   kill_node I                  kill -9 node I's kaclone (at the point it reached)
-#   kaclone_running I            whether node I's kaclone still runs
+#   kill_if_running I            the same if it still runs; false if it had exited
 #   heal_check N SERVE_RC VICTIMS...
 #                                waits for the session, then: every victim's kaclone was killed
 #                                (137) or exited 1, serve exited SERVE_RC; serve's table lists
@@ -50,7 +50,11 @@ wait_stored() {
 $(tail -n 5 "$run/join$i.err")"
 }
 
-kaclone_running() { [ -n "$(kaclone_pid "${join_pid[$1]}")" ]; }
+kill_if_running() {
+    local pid
+    pid=$(kaclone_pid "${join_pid[$1]}")
+    [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null
+}
 
 kill_node() {
     local pid

@@ -31,10 +31,9 @@ for ((round = 1; round <= 10; round++)); do
         # forwarded, so a later point may come after the whole session ended.
         pct=$((10 + RANDOM % 51))
         wait_stored "$v" $((size * pct / 100))
-        # A second victim may have finished the stream between reaching its point and the
-        # kill (its parent died late): then it is a survivor like the others.
-        if kaclone_running "$v"; then
-            kill_node "$v"
+        # A second victim may have stored the whole stream by now (the first died late, the
+        # session is nearly over): then it is a survivor like the others.
+        if [ "$(stored_of "$v")" -lt "$size" ] && kill_if_running "$v"; then
             plan+="node $v at $pct%, "
             killed+=" $v"
         else
