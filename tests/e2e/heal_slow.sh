@@ -3,9 +3,11 @@
 #   1. --drop-slow: once node 2 has stored 20% of 512 MiB its link drops to 80 Mbit/s (1/10 of
 #      the others); serve drops it as too slow after --slow-timeout 3s, node 3 resumes from node
 #      1, and the others end with the source's sha256 while node 2 is far from the end;
-#   2. the same slow node without --drop-slow (256 MiB, --buffer 32M everywhere): everyone
+#   2. --drop-slow with a slow disk instead: node 2's sink (a command) takes 10 MB/s after
+#      200 MiB: dropped as too slow, the others end with the source's sha256;
+#   3. the slow link without --drop-slow (256 MiB, --buffer 32M everywhere): everyone
 #      slows down, all 4 end byte-identical, no node's peak RSS reaches its buffer + 32 MiB;
-#   3. node 3's data connection blackholed at 20% (a blackhole route to its parent) while its
+#   4. node 3's data connection blackholed at 20% (a blackhole route to its parent) while its
 #      control connection to the server lives on: failed as stuck after --stall-timeout 3s, node 4 resumes
 #      from node 2, the others end byte-identical.
 set -euo pipefail
@@ -39,7 +41,28 @@ $(cat "$run/join2.err")"
 echo "ok 1: --drop-slow: node 2 at 1/10 of the link rate dropped at offset $reached of $size; $(grep -oE 'storing .* \(--drop-slow\)' "$run/serve.out" | head -n 1)"
 shape_node 2 800mbit
 
-# 2.
+# 2. A slow disk instead of a slow link: node 2's sink takes 10 MB/s after 200 MiB.
+new_run slowdisk
+rm -f "$data"/node*.img
+start_serve 180 --session slowdisk --nodes 4 --source "$data/source" --drop-slow --slow-timeout 3s
+slow_sink="python3 -c 'import sys, time
+i, n = sys.stdin.buffer, 0
+while b := i.read(65536):
+    n += len(b)
+    if n > 200 << 20: time.sleep(0.0065)
+'"
+for ((i = 1; i <= 4; i++)); do
+    if [ "$i" -eq 2 ]; then
+        start_join 2 180 --session slowdisk --server "$(node_ip 0)" --exec "$slow_sink"
+    else
+        start_join "$i" 180 --session slowdisk --server "$(node_ip 0)" --sink "$data/node$i.img"
+    fi
+done
+wait_lines "$run/serve.err" "^kaclone serve: node 2 \($(node_ip 2)\) failed: too slow: held the session back for [0-9.]+ s, storing [0-9.]+ MB/s where the others kept up to [0-9.]+ MB/s \(--drop-slow\) \(at offset [0-9]+\); node 3 now resumes from node 1 \($(node_ip 1)\)$"
+heal_check 4 1 2
+echo "ok 2: --drop-slow: node 2's disk at 10 MB/s after 200 MiB: dropped; $(grep -oE 'storing .* \(--drop-slow\)' "$run/serve.out" | head -n 1)"
+
+# 3.
 random_file "$data/source" 256M
 source_sha=$(sha "$data/source")
 size=$(stat -c %s "$data/source")
@@ -59,10 +82,10 @@ for ((i = 1; i <= 4; i++)); do
 done
 ! grep -q "failed" "$run/serve.err" || fail "serve failed a node without --drop-slow:
 $(cat "$run/serve.err")"
-echo "ok 2: without --drop-slow the slow node slows everyone, all 4 byte-identical, peak RSS ${peak_rss[*]} MiB"
+echo "ok 3: without --drop-slow the slow node slows everyone, all 4 byte-identical, peak RSS ${peak_rss[*]} MiB"
 shape_node 2 800mbit
 
-# 3.
+# 4.
 heal_start stuck 4 --stall-timeout 3s
 wait_stored 3 $((size / 5))
 # Node 3 sends nothing to node 2 any more (its acknowledgements): node 2 soon stops sending.
@@ -71,5 +94,5 @@ on_exit "ip -n '${prefix}3' route del blackhole '$(node_ip 2)/32' 2>/dev/null"
 wait_lines "$run/serve.err" "^kaclone serve: node 3 \($(node_ip 3)\) failed: took in no data for [0-9.]+ s although node 2 \($(node_ip 2)\) has bytes for it \(its data connection or data plane is stuck; --stall-timeout\) \(at offset [0-9]+\); node 4 now resumes from node 2 \($(node_ip 2)\)$"
 heal_check 4 1 3
 ip -n "${prefix}3" route del blackhole "$(node_ip 2)/32"
-echo "ok 3: node 3's data connection blackholed: failed as stuck while it still reported, node 4 resumed from node 2"
-echo "PASS: a slow node is dropped with --drop-slow and slows everyone without; a stuck one is failed"
+echo "ok 4: node 3's data connection blackholed: failed as stuck while it still reported, node 4 resumed from node 2"
+echo "PASS: a slow node (link or disk) is dropped with --drop-slow and slows everyone without; a stuck one is failed"
