@@ -107,7 +107,7 @@ public:
         if (archive_write_open_fd(out_.get(), out_fd) != ARCHIVE_OK) return fail(out_.get(), "open stream");
         archive_entry_linkresolver_set_strategy(resolver_.get(), archive_format(out_.get()));
 
-        if (auto sent = send_directory(".", "", root_fd->get(), root_st, true); !sent) return sent;
+        if (auto sent = send_directory(".", "", root_fd->get(), root_st); !sent) return sent;
         if (archive_write_close(out_.get()) != ARCHIVE_OK) return fail(out_.get(), "end of stream");
         return {};
     }
@@ -115,14 +115,10 @@ public:
 private:
     // A directory's entry, then (unless it is excluded or another filesystem's) its content.
     // `prefix` names its entries ("" for the root's, else "a/b/").
-    result<void> send_directory(const std::string& name, const std::string& prefix, int fd, const struct stat& st, bool descend) {
-        detail::entry_ptr entry{archive_entry_new()};
-        archive_entry_copy_pathname(entry.get(), name.c_str());
+    result<void> send_directory(const std::string& name, const std::string& prefix, int fd, const struct stat& st) {
         // A directory's default ACL is read by path only.
-        const std::string path = proc_fd_ ? "/proc/self/fd/" + std::to_string(fd) : root_name_ + "/" + name;
-        archive_entry_copy_sourcepath(entry.get(), path.c_str());
-        if (auto sent = send(entry.get(), name, fd, st); !sent) return sent;
-        if (!descend) return {};
+        if (auto sent = send(name, fd, st, proc_fd_ ? "/proc/self/fd/" + std::to_string(fd) : root_name_ + "/" + name); !sent)
+            return sent;
         if (excludes_.contains({st.st_dev, st.st_ino})) {
             ++stats_.excluded_dirs;
             log("excluded the content of " + name);
@@ -152,17 +148,17 @@ private:
         }
         for (const auto& [child, type] : names) {
             const std::string child_name = prefix + child;
-            // A regular file, as the directory says: opened and stat'ed through the descriptor.
+            struct stat cst {};
+            // A regular file, as the directory says: opened and stat'ed through the descriptor
+            // (no fstatat first). Anything else, or a name that is not one any more: fstatat.
             if (type == DT_REG) {
-                unique_fd file{::openat(fd, child.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)};
-                struct stat fst {};
-                if (file && ::fstat(file.get(), &fst) == 0 && S_ISREG(fst.st_mode)) {
-                    if (auto sent = send_file(child_name, file.get(), fst); !sent) return sent;
+                const unique_fd file = open_below(fd, child, O_RDONLY | O_NONBLOCK, cst);
+                if (file && S_ISREG(cst.st_mode)) {
+                    if (auto sent = send(child_name, file.get(), cst); !sent) return sent;
                     continue;
                 }
                 if (!file && errno == EMFILE) return sys_error(EMFILE, "open " + child_name);
             }
-            struct stat cst {};
             if (::fstatat(fd, child.c_str(), &cst, AT_SYMLINK_NOFOLLOW) != 0) {
                 warn(child_name + ": " + std::strerror(errno) + " (gone while the tree was read?)");
                 continue;
@@ -172,52 +168,42 @@ private:
                 log("skipped socket " + child_name);
                 continue;
             }
-            if (S_ISDIR(cst.st_mode)) {
-                unique_fd child_fd{::openat(fd, child.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)};
-                if (!child_fd && errno == EMFILE)
-                    return sys_error(EMFILE, "open " + child_name + " (" + std::to_string(names.size()) +
-                                                 " entries, nested too deep for the open file limit; raise ulimit -n)");
-                struct stat now {};
-                if (!child_fd || ::fstat(child_fd.get(), &now) != 0 || now.st_ino != cst.st_ino || now.st_dev != cst.st_dev) {
-                    warn(child_name + ": cannot open the directory (" + std::strerror(child_fd ? ESTALE : errno) + ")");
-                    continue;
-                }
-                if (auto sent = send_directory(child_name, child_name + "/", child_fd.get(), now, true); !sent) return sent;
+            if (!S_ISDIR(cst.st_mode) && !S_ISREG(cst.st_mode)) {  // symlinks, devices, fifos: by path
+                const std::string path = proc_fd_ ? "/proc/self/fd/" + std::to_string(fd) + "/" + child : root_name_ + "/" + child_name;
+                if (auto sent = send(child_name, -1, cst, path); !sent) return sent;
                 continue;
             }
-            if (auto sent = send_other(fd, child, child_name, cst); !sent) return sent;
+            struct stat now {};
+            unique_fd opened = open_below(fd, child, S_ISDIR(cst.st_mode) ? O_RDONLY | O_DIRECTORY : O_RDONLY | O_NONBLOCK, now);
+            if (!opened && errno == EMFILE)
+                return sys_error(EMFILE, "open " + child_name + " (directories nested deeper than the open file limit; raise ulimit -n)");
+            if (!opened || now.st_ino != cst.st_ino || now.st_dev != cst.st_dev) {
+                warn(child_name + ": cannot open (" + std::strerror(opened ? ESTALE : errno) + "), not sent");
+                continue;
+            }
+            auto sent = S_ISDIR(now.st_mode) ? send_directory(child_name, child_name + "/", opened.get(), now)
+                                             : send(child_name, opened.get(), now);
+            if (!sent) return sent;
         }
         return {};
     }
 
-    // Anything but a directory: regular files are opened once, for their metadata and data;
-    // symlinks, devices and fifos are read by path (through the directory's descriptor).
-    result<void> send_other(int dir_fd, const std::string& child, const std::string& name, const struct stat& st) {
-        detail::entry_ptr entry{archive_entry_new()};
-        archive_entry_copy_pathname(entry.get(), name.c_str());
-        if (!S_ISREG(st.st_mode)) {
-            const std::string path = proc_fd_ ? "/proc/self/fd/" + std::to_string(dir_fd) + "/" + child : root_name_ + "/" + name;
-            archive_entry_copy_sourcepath(entry.get(), path.c_str());
-            return send(entry.get(), name, -1, st);
-        }
-        unique_fd fd{::openat(dir_fd, child.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)};
-        struct stat now {};
-        if (!fd || ::fstat(fd.get(), &now) != 0 || now.st_ino != st.st_ino || now.st_dev != st.st_dev) {
-            warn(name + ": cannot open (" + std::strerror(fd ? ESTALE : errno) + "), not sent");
-            return {};
-        }
-        return send(entry.get(), name, fd.get(), now);
+    // `child` of the directory `dir_fd`, opened without following a symlink, and its stat.
+    // Empty (errno says why) when it cannot be opened or stat'ed.
+    static unique_fd open_below(int dir_fd, const std::string& child, int flags, struct stat& st) {
+        unique_fd fd{::openat(dir_fd, child.c_str(), flags | O_NOFOLLOW | O_CLOEXEC)};
+        if (fd && ::fstat(fd.get(), &st) != 0) return {};
+        return fd;
     }
 
-    result<void> send_file(const std::string& name, int fd, const struct stat& st) {
-        detail::entry_ptr entry{archive_entry_new()};
-        archive_entry_copy_pathname(entry.get(), name.c_str());
-        return send(entry.get(), name, fd, st);
-    }
-
-    // One entry: metadata from `st` and (xattrs, ACLs, flags) from `fd` or the entry's source
-    // path, then the header, then a regular file's data from `fd`.
-    result<void> send(archive_entry* entry, const std::string& name, int fd, const struct stat& st) {
+    // One entry: metadata from `st` and (xattrs, ACLs, flags) from `fd` or `source_path`
+    // (what libarchive reads by path: a symlink's target, a directory's default ACL), then the
+    // header, then a regular file's data from `fd`.
+    result<void> send(const std::string& name, int fd, const struct stat& st, const std::string& source_path = {}) {
+        detail::entry_ptr owned{archive_entry_new()};
+        archive_entry* entry = owned.get();
+        archive_entry_copy_pathname(entry, name.c_str());
+        if (!source_path.empty()) archive_entry_copy_sourcepath(entry, source_path.c_str());
         const int got = archive_read_disk_entry_from_file(disk_.get(), entry, fd, &st);
         if (got < ARCHIVE_WARN) {
             warn(name + ": " + archive_message(disk_.get()) + ", not sent");
