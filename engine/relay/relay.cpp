@@ -369,18 +369,14 @@ protected:
 
     // ---- flow: how long the intake waited for room in the ring, and for whom (relay_stats)
 
+    // Only this thread writes relay_stats: its relaxed loads are its own values.
     void track_intake(bool held) noexcept {
         stats_.intake_wire_bytes.store(ring_.write_position(), std::memory_order_relaxed);
-        if (held == (hold_since_ != 0)) return;
+        const std::uint64_t since = stats_.held_since_ns.load(std::memory_order_relaxed);
+        if (held == (since != 0)) return;
         const std::uint64_t now = flow_clock_ns();
-        if (held) {
-            hold_since_ = now;
-            stats_.held_since_ns.store(now, std::memory_order_relaxed);
-        } else {
-            stats_.held_ns.fetch_add(now - hold_since_, std::memory_order_relaxed);
-            stats_.held_since_ns.store(0, std::memory_order_relaxed);
-            hold_since_ = 0;
-        }
+        if (!held) stats_.held_ns.fetch_add(now - since, std::memory_order_relaxed);
+        stats_.held_since_ns.store(held ? now : 0, std::memory_order_relaxed);
     }
 
     // ---- retention
@@ -464,7 +460,6 @@ protected:
     std::uint64_t wake_value_ = 0;
     bool wake_inflight_ = false;
     bool zerocopy_works_ = true;
-    std::uint64_t hold_since_ = 0;
 };
 
 // ---------------------------------------------------------------- source
@@ -812,6 +807,7 @@ private:
     void unpipe(child_link& c) override {
         c.piped = false;
         c.wants_poll = false;
+        pipe_full_since_ = 0;
         if (forward_bytes_ == 0) return;
         auto fresh = net::pipe_pair::create(pipe_bytes);
         if (!fresh) return fail(std::move(fresh).error());
@@ -840,8 +836,10 @@ private:
         const ssize_t n = ::splice(pipes_->forward.read_end(), nullptr, c->fd, nullptr, forward_bytes_, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
         if (n > 0) {
             forward_bytes_ -= static_cast<std::size_t>(n);
-            if (forward_bytes_ == 0) pipe_full_since_ = 0;            // it keeps up
-            if (forward_bytes_ == 0 && c->reader) c->piped = false;  // buffered ahead: the ring sends it now
+            if (forward_bytes_ == 0) {
+                pipe_full_since_ = 0;              // it keeps up
+                if (c->reader) c->piped = false;  // buffered ahead: the ring sends it from now on
+            }
             return true;
         }
         if (n < 0 && errno == EAGAIN) c->wants_poll = true;
@@ -852,12 +850,8 @@ private:
     bool tee_and_read() {
         if (in_bytes_ == 0) return false;
         child_link* c = piped();
-        if (c != nullptr && c->reader) {  // buffered ahead: its pipe drains, the ring takes what comes
-            if (forward_bytes_ == 0) c->piped = false;
-            c = nullptr;
-        } else if (c == nullptr) {
-            c = pipe_caught_up();
-        }
+        if (c != nullptr && c->reader) c = nullptr;  // buffered ahead: its pipe drains, the ring takes what comes
+        else if (c == nullptr) c = pipe_caught_up();
         std::size_t take = in_bytes_;
         if (c != nullptr) {
             const ssize_t teed = ::tee(pipes_->in.read_end(), pipes_->forward.write_end(), in_bytes_, SPLICE_F_NONBLOCK);
@@ -1001,15 +995,14 @@ private:
             io_uring_prep_write(sqe, sink_.fd, bytes.data(), static_cast<unsigned>(len), offset);
             submit(sqe, op::sink_write);
             write_inflight_ = true;
-            write_since_ = flow_clock_ns();
-            stats_.sink_write_since_ns.store(write_since_, std::memory_order_relaxed);
+            stats_.sink_write_since_ns.store(flow_clock_ns(), std::memory_order_relaxed);
         }
     }
 
     void on_sink_write(int res) {
         write_inflight_ = false;
-        stats_.sink_busy_ns.fetch_add(flow_clock_ns() - write_since_, std::memory_order_relaxed);
-        stats_.sink_write_since_ns.store(0, std::memory_order_relaxed);
+        stats_.sink_busy_ns.fetch_add(flow_clock_ns() - stats_.sink_write_since_ns.exchange(0, std::memory_order_relaxed),
+                                      std::memory_order_relaxed);
         if (interrupted(res)) return;  // maybe_write_sink() writes the same run again
         if (res <= 0) return fail_sys(res == 0 ? -EIO : res, "write the local sink at offset " +
                                                              std::to_string(jobs_.front().offset + jobs_.front().done));
@@ -1092,7 +1085,6 @@ private:
 
     std::deque<frame_job> jobs_;
     bool write_inflight_ = false;
-    std::uint64_t write_since_ = 0;
     std::uint64_t stored_ = 0;
 
     std::array<std::byte, protocol::ack_bytes> ack_out_{};

@@ -57,10 +57,11 @@ struct relay_config {
     // refuses untagged frames). Borrowed; must outlive run_source/run_relay. Null: open session.
     const auth::frame_signer* signer = nullptr;
     // Splice mode: a child whose forward pipe was full and has not been empty since, for
-    // 100 ms, is sent from the ring (until it catches up), so that this node takes in at its own link's pace and its one
-    // buffer, not the pipe, absorbs the difference. The server asks for it with --drop-slow:
-    // then a node whose own link is slow is not held back by its children and can be told
-    // from one that is. Costs a copy per byte to such a child while it is behind.
+    // 100 ms, is sent from the ring (until it catches up), so that this node takes in at its
+    // own link's pace and its one buffer, not the pipe, absorbs the difference. The server
+    // asks for it with --drop-slow: then a node whose own link is slow is not held back by its
+    // children and can be told from one that is. Costs a copy per byte to such a child while
+    // it is behind.
     bool buffer_ahead = false;
 };
 
