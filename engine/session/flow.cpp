@@ -63,6 +63,11 @@ std::optional<slow_node> find_slow(std::span<const history> nodes, std::span<con
     return worst;
 }
 
+std::uint32_t to_blame(const slow_node& slow, std::span<const std::uint32_t> parent, std::span<const unsigned> slow_children) {
+    const std::uint32_t up = parent[slow.node];
+    return up != 0 && slow_children[up] > 0 ? up : slow.node;
+}
+
 void note_behind(std::span<progress_view> nodes, std::span<const std::uint32_t> parent, clock::time_point now) {
     for (std::uint32_t k = 1; k < nodes.size(); ++k) {
         if (nodes[parent[k]].wire <= nodes[k].wire) nodes[k].behind_since = {};

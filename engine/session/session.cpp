@@ -682,7 +682,7 @@ struct healing {
         slow_since[k] = {};
     }
     static flow::sample sample_of(const protocol::progress& p, clock::time_point at) {
-        return {at, p.stored_bytes, p.intake_wire_bytes, p.held_ns, p.sink_busy_ns, p.held};
+        return {at, p.stored_bytes, p.intake_wire_bytes, p.held_ns, p.sink_busy_ns};
     }
 };
 
@@ -838,11 +838,10 @@ void check_flow(healing& heal, const relay_stats& stats) {
     const std::string why = "held the session back for " + seconds_text(now - since) + ", storing " +
                             rate_text(slow->stored_per_second) + " where the others kept up to " + rate_text(slow->pace) +
                             " (--drop-slow)";
-    // A second child of the same parent slow in its turn: the link out of the parent is slow.
     const std::uint32_t up = heal.parent[slow->node];
-    if (up != 0 && heal.slow_children[up] > 0) {
-        heal.fail(up, "too slow: its children were slow one after the other, the link out of it is: " + heal.name_of(slow->node) +
-                          " " + why);
+    if (const std::uint32_t k = flow::to_blame(*slow, heal.parent, heal.slow_children); k != slow->node) {
+        heal.fail(k, "too slow: its children were slow one after the other, the link out of it is: " + heal.name_of(slow->node) +
+                         " " + why);
         return;
     }
     if (up != 0) ++heal.slow_children[up];

@@ -26,7 +26,7 @@ history history_of(const pace& p) {
     for (int i = 0; i <= 5; ++i) {
         const auto bytes = p.start + static_cast<std::uint64_t>(p.rate * i);
         h.add({t0 + seconds(i), bytes, bytes, static_cast<std::uint64_t>(p.held * s_ns * i),
-               static_cast<std::uint64_t>(p.busy * s_ns * i), p.held > 0});
+               static_cast<std::uint64_t>(p.busy * s_ns * i)});
     }
     return h;
 }
@@ -44,11 +44,11 @@ TEST(FlowHistory, RatesOverTheWindow) {
 
 TEST(FlowHistory, KeepsOnlyTheWindowAndNeedsHalfOfIt) {
     history h{seconds(5)};
-    h.add({t0, 0, 0, 0, 0, false});
+    h.add({t0, 0, 0, 0, 0});
     EXPECT_FALSE(h.over_window());  // one sample
-    h.add({t0 + seconds(2), 2 * mb, 2 * mb, 0, 0, false});
+    h.add({t0 + seconds(2), 2 * mb, 2 * mb, 0, 0});
     EXPECT_FALSE(h.over_window());  // 2 s of a 5 s window
-    for (int i = 3; i <= 20; ++i) h.add({t0 + seconds(i), i * mb, i * mb, 0, 0, false});
+    for (int i = 3; i <= 20; ++i) h.add({t0 + seconds(i), i * mb, i * mb, 0, 0});
     const auto r = h.over_window();
     ASSERT_TRUE(r);
     EXPECT_DOUBLE_EQ(r->seconds, 5);  // 15 s .. 20 s
@@ -58,8 +58,8 @@ TEST(FlowHistory, KeepsOnlyTheWindowAndNeedsHalfOfIt) {
 
 TEST(FlowHistory, CountersThatGoBackReadAsNothing) {
     history h;
-    h.add({t0, 50 * mb, 50 * mb, 0, 0, false});
-    h.add({t0 + seconds(5), 10 * mb, 10 * mb, 0, 0, false});
+    h.add({t0, 50 * mb, 50 * mb, 0, 0});
+    h.add({t0 + seconds(5), 10 * mb, 10 * mb, 0, 0});
     const auto r = h.over_window();
     ASSERT_TRUE(r);
     EXPECT_DOUBLE_EQ(r->stored_per_second, 0);
@@ -147,6 +147,17 @@ TEST(FlowFindSlow, InATreeTheChildFurthestBehindIsBlamed) {
     EXPECT_EQ(slow->node, 3u);
     live[3] = false;  // failed already: nobody else is behind
     EXPECT_FALSE(find_slow(nodes, parent, live, rule));
+}
+
+TEST(FlowToBlame, ASecondSlowChildOfTheSameParentBlamesTheParent) {
+    const std::vector<std::uint32_t> parent{0, 0, 1, 2, 3};
+    std::vector<unsigned> slow_children(5, 0);
+    const slow_node third{3, 5.0 * mb, best, 64 * mb};
+    EXPECT_EQ(to_blame(third, parent, slow_children), 3u);
+    slow_children[2] = 1;  // node 2 lost a child as too slow before: now its link out is suspect
+    EXPECT_EQ(to_blame(third, parent, slow_children), 2u);
+    slow_children[0] = 1;  // the server is never blamed
+    EXPECT_EQ(to_blame(slow_node{1, 5.0 * mb, best, 64 * mb}, parent, slow_children), 1u);
 }
 
 progress_view view(bool held, std::uint64_t wire, clock::time_point changed, clock::time_point heard) {

@@ -21,7 +21,6 @@ struct sample {
     std::uint64_t wire = 0;          // wire bytes taken in
     std::uint64_t held_ns = 0;       // time its intake waited for room, in all
     std::uint64_t sink_busy_ns = 0;  // time with a write to its sink in flight, in all
-    bool held = false;               // its intake waits for room now
 };
 
 // What a window of samples says about a node.
@@ -82,6 +81,12 @@ struct slow_rule {
 // parent, `live[k]` whether it can be blamed (not failed, still receiving).
 std::optional<slow_node> find_slow(std::span<const history> nodes, std::span<const std::uint32_t> parent,
                                    const std::vector<bool>& live, const slow_rule& rule);
+
+// Whom to fail for `slow`: the node, or its parent (not the server) when a child of that
+// parent was dropped as too slow before: one child after the other slow from the same parent
+// says that the link out of the parent is slow. `slow_children[k]`: node k's children dropped
+// as too slow.
+std::uint32_t to_blame(const slow_node& slow, std::span<const std::uint32_t> parent, std::span<const unsigned> slow_children);
 
 // One node as the data-stall rule sees it.
 struct progress_view {

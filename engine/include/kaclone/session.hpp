@@ -84,8 +84,9 @@ struct serve_config {
     // The same for a node that reports but takes in and stores nothing for that long although
     // its parent has bytes for it: its data connection or data plane is stuck.
     // --drop-slow: a node that held the whole session back for slow_timeout, storing at less
-    // than 1/slow_factor of what its parent could take in and store, is failed (its children
-    // move on to its parent) so that the others keep their pace. Without it: backpressure.
+    // than 1/slow_factor of the best pace the session kept (flow::find_slow), is failed (its
+    // children move on to its parent) so that the others keep their pace. Without it:
+    // backpressure.
     bool drop_slow = false;
     std::chrono::milliseconds slow_timeout{10000};
     double slow_factor = 4;
