@@ -675,6 +675,8 @@ private:
     // ---- the parent
 
     void on_parent_command(int fd) override {
+        if (fd < 0 || parent_ != parent_state::none)
+            detach_requested_ = true;  // the next parent_detached answers it, whatever ended the connection
         if (fd < 0) {  // detach
             if (parent_ == parent_state::attached) begin_detach("the server gave this node a new parent");
             else if (parent_ == parent_state::none) announce_detached("the server gave this node a new parent");
@@ -715,7 +717,8 @@ private:
     }
 
     void announce_detached(const std::string& why) {
-        control_.emit({relay_event::kind::parent_detached, 0, stored_, ring_.write_position(), std::min(stored_, children_acked()), why});
+        control_.emit({relay_event::kind::parent_detached, 0, stored_, ring_.write_position(), std::min(stored_, children_acked()), why,
+                       std::exchange(detach_requested_, false)});
     }
 
     // zerocopy mode and leaves: parent -> ring.
@@ -1068,6 +1071,7 @@ private:
     int parent_fd_ = -1;
     int next_parent_fd_ = -1;
     std::string detach_reason_;
+    bool detach_requested_ = false;  // the control plane asked for the detach in progress (or the next)
     std::size_t in_bytes_ = 0;       // splice mode: in the in pipe, not teed yet
     std::size_t forward_bytes_ = 0;  // splice mode: in the forward pipe, not sent to the child yet
     bool parent_wants_poll_ = false, parent_poll_inflight_ = false;

@@ -1308,7 +1308,10 @@ std::vector<protocol::message> tend_parent(node_run& run, asio::io_context& io, 
         }
         run.attached = false;
         run.resume_at = e;
-        if (!std::exchange(run.detach_asked, false)) out.push_back(protocol::peer_lost{run.parent_node, e.offset, e.reason});
+        // Reported only when it broke by itself while this node was not moving away: after a
+        // detach_parent the parent may be a new one already, which is not to be blamed.
+        if (e.requested) run.detach_asked = false;
+        else if (!run.detach_asked) out.push_back(protocol::peer_lost{run.parent_node, e.offset, e.reason});
     }
     if (run.connected) {
         auto got = std::move(*run.connected);

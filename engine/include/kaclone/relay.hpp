@@ -104,6 +104,9 @@ struct relay_event {
     std::uint64_t wire = 0;    // parent_detached: wire bytes (frames included) received so far
     std::uint64_t acked = 0;   // parent_detached: what this node and its subtree hold
     std::string reason;
+    // parent_detached: the answer to detach_parent (one per call, also when the connection had
+    // broken by itself meanwhile); false: it broke by itself, nobody asked.
+    bool requested = false;
 };
 
 // The control plane's hold on a running data plane: data connections come and go while the
