@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # A slow node and a stuck one, in chains whose links are shaped to 800 Mbit/s:
-#   1. --drop-slow: once node 2 has stored 20% of 512 MiB its link drops to 80 Mbit/s (1/10 of
+#   1. --drop-slow: once node 2 has stored 30% of 512 MiB its link drops to 40 Mbit/s (1/20 of
 #      the others); serve drops it as too slow after --slow-timeout 3s, node 3 resumes from node
 #      1, and the others end with the source's sha256 while node 2 is far from the end;
-#   2. --drop-slow with a slow disk instead: node 2's sink (a command) takes 10 MB/s after
+#   2. --drop-slow with a slow disk instead: node 2's sink (a command) takes 5 MB/s after
 #      200 MiB: dropped as too slow, the others end with the source's sha256;
+#   Both are 1/20 of the link rate: the session itself keeps only 45-55 MB/s of it on two
+#   shared cores (less next to other tests), and the rule wants a node 4x slower than that.
+#   At 30% the session has run long enough (2.5 s at least) for serve to know its pace.
 #   3. the slow link without --drop-slow (256 MiB, --buffer 32M everywhere): everyone
 #      slows down, all 4 end byte-identical, no node's peak RSS reaches its buffer + 32 MiB;
 #   4. node 3's data connection blackholed at 20% (a blackhole route to its parent) while its
@@ -27,8 +30,8 @@ shape_node() { "$cluster" shape "$1" --rate "$2" --prefix "$prefix" >/dev/null |
 
 # 1.
 heal_start dropslow 4 --drop-slow --slow-timeout 3s
-wait_stored 2 $((size / 5))
-shape_node 2 80mbit
+wait_stored 2 $((size * 3 / 10))
+shape_node 2 40mbit
 on_exit "'$cluster' shape 2 --rate 800mbit --prefix '$prefix' >/dev/null 2>&1"
 wait_lines "$run/serve.err" "^kaclone serve: node 2 \($(node_ip 2)\) failed: too slow: held the session back for [0-9.]+ s, storing [0-9.]+ MB/s where the others kept up to [0-9.]+ MB/s \(--drop-slow\) \(at offset [0-9]+\); node 3 now resumes from node 1 \($(node_ip 1)\)$"
 heal_check 4 1 2
@@ -38,10 +41,10 @@ reached=$(sed -nE 's/^  node 2 \(.*\(at offset ([0-9]+)\)$/\1/p' "$run/serve.out
 grep -qE "^kaclone join: the server dropped this node from the session: dropped from session 'dropslow': too slow: " "$run/join2.err" ||
     fail "node 2 does not say that the server dropped it as too slow; its stderr:
 $(cat "$run/join2.err")"
-echo "ok 1: --drop-slow: node 2 at 1/10 of the link rate dropped at offset $reached of $size; $(grep -oE 'storing .* \(--drop-slow\)' "$run/serve.out" | head -n 1)"
+echo "ok 1: --drop-slow: node 2 at 1/20 of the link rate dropped at offset $reached of $size; $(grep -oE 'storing .* \(--drop-slow\)' "$run/serve.out" | head -n 1)"
 shape_node 2 800mbit
 
-# 2. A slow disk instead of a slow link: node 2's sink takes 10 MB/s after 200 MiB.
+# 2. A slow disk instead of a slow link: node 2's sink takes 5 MB/s after 200 MiB.
 new_run slowdisk
 rm -f "$data"/node*.img
 start_serve 180 --session slowdisk --nodes 4 --source "$data/source" --drop-slow --slow-timeout 3s
@@ -49,7 +52,7 @@ slow_sink="python3 -c 'import sys, time
 i, n = sys.stdin.buffer, 0
 while b := i.read(65536):
     n += len(b)
-    if n > 200 << 20: time.sleep(0.0065)
+    if n > 200 << 20: time.sleep(0.013)
 '"
 for ((i = 1; i <= 4; i++)); do
     if [ "$i" -eq 2 ]; then
@@ -60,7 +63,7 @@ for ((i = 1; i <= 4; i++)); do
 done
 wait_lines "$run/serve.err" "^kaclone serve: node 2 \($(node_ip 2)\) failed: too slow: held the session back for [0-9.]+ s, storing [0-9.]+ MB/s where the others kept up to [0-9.]+ MB/s \(--drop-slow\) \(at offset [0-9]+\); node 3 now resumes from node 1 \($(node_ip 1)\)$"
 heal_check 4 1 2
-echo "ok 2: --drop-slow: node 2's disk at 10 MB/s after 200 MiB: dropped; $(grep -oE 'storing .* \(--drop-slow\)' "$run/serve.out" | head -n 1)"
+echo "ok 2: --drop-slow: node 2's disk at 5 MB/s after 200 MiB: dropped; $(grep -oE 'storing .* \(--drop-slow\)' "$run/serve.out" | head -n 1)"
 
 # 3.
 random_file "$data/source" 256M
