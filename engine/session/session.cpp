@@ -63,6 +63,17 @@ error session_error(session_errc e, std::string where) { return error{make_error
 
 std::string endpoint_text(const tcp::endpoint& e) { return e.address().to_string() + ":" + std::to_string(e.port()); }
 
+// A data connection leaves Asio once its handshake is done: released, it is no longer in the
+// control plane's epoll set, which would otherwise wake the control thread at every packet
+// and every ack that frees send space (thousands of times a second, for nothing: the data
+// plane polls the connection on its own io_uring). The caller owns the descriptor.
+result<unique_fd> hand_over(tcp::socket& socket, const std::string& peer) {
+    asio::error_code ec;
+    const int fd = socket.release(ec);
+    if (ec) return net_error(ec, "hand the data connection of " + peer + " to the data plane");
+    return unique_fd{fd};
+}
+
 // Reads one control message; `deadline` bounds the whole read.
 asio::awaitable<result<protocol::message>> read_message(tcp::socket& socket, std::string peer,
                                                         std::chrono::milliseconds deadline) {
@@ -472,7 +483,7 @@ asio::awaitable<std::string> wait_for_start(const serve_config& config, admissio
 struct child_door {
     std::map<std::uint32_t, std::string> expected;  // node -> the only address it may come from
     relay_control* control = nullptr;                // the data plane it is handed to
-    std::list<tcp::socket> sockets;                   // accepted: open until the session ends
+    std::vector<unique_fd> sockets;                   // accepted: open until the session ends
 };
 
 // Accepts data connections for the whole session (until the acceptor is closed): an expected
@@ -511,10 +522,14 @@ asio::awaitable<void> accept_data(tcp::acceptor& acceptor, const std::string& se
             if (!acceptor.is_open()) co_return;
             if (!w || !door.expected.contains(hello->node)) continue;  // gone meanwhile (it failed)
             socket.set_option(tcp::no_delay(true), gone);
+            auto fd = hand_over(socket, peer);
+            if (!fd) {
+                if (log) log(fd.error().message());
+                continue;
+            }
             door.expected.erase(hello->node);
-            door.sockets.push_back(std::move(socket));
-            door.control->attach_child({hello->node, door.sockets.back().native_handle(), hello->resume_offset, hello->acked,
-                                        hello->complete});
+            door.sockets.push_back(*std::move(fd));
+            door.control->attach_child({hello->node, door.sockets.back().get(), hello->resume_offset, hello->acked, hello->complete});
             continue;
         }
         if (log) log("refused data connection from " + peer + ": " + refusal);
@@ -967,7 +982,7 @@ asio::awaitable<result<serve_report>> serve(asio::io_context& io, tcp::acceptor&
     if (!*plane.outcome) {
         // The stream stopped: the nodes will see their connections close and report.
         if (config.log) config.log("stream failed: " + plane.outcome->error().message());
-        for (auto& c : door.sockets) c.close();
+        for (auto& c : door.sockets) c.reset();
     } else {
         report.source = **plane.outcome;
     }
@@ -1229,7 +1244,7 @@ struct node_run : std::enable_shared_from_this<node_run> {
     std::uint32_t parent_node = 0;
     std::string parent_address;  // "" before the first
     relay_event resume_at{relay_event::kind::parent_detached, 0, 0, 0, 0, ""};  // where the stream resumes (wire, acked)
-    std::list<tcp::socket> parents;  // every parent connection: open until the session ends
+    std::vector<unique_fd> parents;  // every parent connection: open until the session ends
     bool released = false;
     bool server_gone = false;
     std::string dropped;  // the server's reason when it cut this node off
@@ -1326,10 +1341,14 @@ std::vector<protocol::message> tend_parent(node_run& run, asio::io_context& io, 
             }
             else out.push_back(protocol::peer_lost{run.parent_node, run.resume_at.offset, got.error().message()});
         } else if (got && !run.moved_to) {  // else a newer parent is to be used: this one is dropped
-            run.parents.push_back(std::move(*got));
-            if (!stream_over) {
-                run.relay->attach_parent(run.parents.back().native_handle());
-                run.attached = true;
+            auto fd = hand_over(*got, run.parent_address);
+            if (!fd) out.push_back(protocol::peer_lost{run.parent_node, run.resume_at.offset, fd.error().message()});
+            else {
+                run.parents.push_back(*std::move(fd));
+                if (!stream_over) {
+                    run.relay->attach_parent(run.parents.back().get());
+                    run.attached = true;
+                }
             }
         }
     }
