@@ -441,8 +441,12 @@ digest_state::digest_state() : state_(XXH3_createState()) {
     XXH3_128bits_reset(static_cast<XXH3_state_t*>(state_));
 }
 digest_state::~digest_state() { XXH3_freeState(static_cast<XXH3_state_t*>(state_)); }
-void digest_state::update(std::span<const std::byte> bytes) noexcept {
-    XXH3_128bits_update(static_cast<XXH3_state_t*>(state_), bytes.data(), bytes.size());
+void digest_state::add_frame(std::uint64_t offset, std::uint32_t payload_bytes, std::uint64_t checksum) noexcept {
+    std::array<std::byte, 20> entry;
+    put_le<std::uint64_t>(entry.data(), offset);
+    put_le<std::uint32_t>(entry.data() + 8, payload_bytes);
+    put_le<std::uint64_t>(entry.data() + 12, checksum);
+    XXH3_128bits_update(static_cast<XXH3_state_t*>(state_), entry.data(), entry.size());
 }
 stream_digest digest_state::digest() const noexcept {
     XXH128_canonical_t canonical;

@@ -557,7 +557,7 @@ private:
         const auto payload = frame.subspan(frame_header_bytes, fill_);
         protocol::frame_header h{protocol::frame_type::data, 0, static_cast<std::uint32_t>(fill_), offset_,
                                  protocol::payload_checksum(payload)};
-        digest_.update(payload);
+        digest_.add_frame(offset_, h.payload_bytes, h.checksum);
         seal(frame, h);
         if (config_.fault_flip_byte >= offset_ && config_.fault_flip_byte < offset_ + fill_)
             payload[config_.fault_flip_byte - offset_] ^= std::byte{0x5a};  // test-only fault
@@ -942,7 +942,7 @@ private:
                 return fail(error{make_error_code(protocol::errc::bad_tag), place()});
             const std::uint64_t ring_end = parse_pos_ + frame_bytes;
             if (h->type == protocol::frame_type::data) {
-                digest_.update(payload);
+                digest_.add_frame(h->offset, h->payload_bytes, h->checksum);  // verified above
                 jobs_.push_back({parse_pos_ + frame_header_bytes, h->payload_bytes, next_offset_, ring_end});
                 next_offset_ += h->payload_bytes;
                 frames_.push_back({ring_end, next_offset_, false});

@@ -85,10 +85,10 @@ on_exit "kill -CONT $node2 2>/dev/null || true"
 start_join 3 60 --session forged --server "$(node_ip 0)" --key "$work/key" --sink "$data/f3"
 port=$(data_port 1)
 # data_hello {session "forged", node 2, resume 0, acked 0, not complete}, then a proof of zeros
-# (protocol version 2, message types 7, 12).
+# (protocol version 3, message types 7, 12).
 hello_body='\x06\x00forged\x02\x00\x00\x00'$(printf '\\x00%.0s' $(seq 17))
 proof_body=$(printf '\\x00%.0s' $(seq 48))
-printf "KCC1\\x02\\x00\\x07\\x00\\x1d\\x00\\x00\\x00$hello_body"'KCC1\x02\x00\x0c\x00\x30\x00\x00\x00'"$proof_body" |
+printf "KCC1\\x03\\x00\\x07\\x00\\x1d\\x00\\x00\\x00$hello_body"'KCC1\x03\x00\x0c\x00\x30\x00\x00\x00'"$proof_body" |
     ip netns exec "${prefix}2" timeout 10 socat -t 5 - "TCP:$(node_ip 1):$port" >"$run/forged.out" 2>"$run/forged.err" || true
 wait_lines "$run/join1.err" "refused data connection from $(node_ip 2):"
 grep -qE "^kaclone join: refused data connection from $(node_ip 2):[0-9]+: wrong key \(authentication failed\)$" "$run/join1.err" ||

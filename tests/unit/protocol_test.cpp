@@ -7,6 +7,7 @@
 #include <random>
 
 #include <gtest/gtest.h>
+#include <xxhash.h>
 
 namespace kaclone::protocol {
 namespace {
@@ -84,17 +85,38 @@ TEST(EndPayload, RoundTrips) {
     EXPECT_EQ(back.digest.hex(), "ab0000000000000000000000000000cd");
 }
 
-TEST(Digest, StreamingEqualsOneShot) {
-    std::vector<std::byte> data(3 * 1000 + 7);
-    std::mt19937 rng{7};
-    for (auto& b : data) b = static_cast<std::byte>(rng());
-    digest_state whole, parts;
+// The digest is XXH3-128 over 20-byte entries (u64 offset, u32 length, u64 checksum, LE):
+// computed here independently, from the entries' bytes.
+TEST(Digest, IsXxh3Of128BitsOfTheFrameEntries) {
+    digest_state d;
+    d.add_frame(0, 1u << 20, 0x0123456789abcdefull);
+    d.add_frame(1u << 20, 7, 0xfedcba9876543210ull);
+    const unsigned char entries[40] = {
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0xef, 0xcd, 0xab, 0x89, 0x67, 0x45, 0x23, 0x01,
+        0, 0, 0x10, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0x10, 0x32, 0x54, 0x76, 0x98, 0xba, 0xdc, 0xfe};
+    XXH128_canonical_t want;
+    XXH128_canonicalFromHash(&want, XXH3_128bits(entries, sizeof entries));
 
-    whole.update(data);
-    parts.update(std::span(data).first(1000));
-    parts.update(std::span(data).subspan(1000));
+    EXPECT_EQ(std::memcmp(d.digest().bytes.data(), want.digest, 16), 0) << d.digest().hex();
+}
 
-    EXPECT_EQ(whole.digest(), parts.digest());
+// Every field of every frame counts, and so does their order: a payload replaced together
+// with its checksum (only a keyed session's tag catches it frame by frame) still changes the
+// digest, and so does a frame left out, moved or cut short.
+TEST(Digest, ChangesWithEveryFieldAndTheOrder) {
+    const auto of = [](std::initializer_list<std::array<std::uint64_t, 3>> frames) {
+        digest_state d;
+        for (const auto& f : frames) d.add_frame(f[0], static_cast<std::uint32_t>(f[1]), f[2]);
+        return d.digest();
+    };
+    const auto base = of({{0, 100, 11}, {100, 50, 22}});
+
+    EXPECT_EQ(of({{0, 100, 11}, {100, 50, 22}}), base);
+    EXPECT_NE(of({{0, 100, 11}, {100, 50, 23}}), base);  // checksum (a forged payload)
+    EXPECT_NE(of({{0, 100, 11}, {100, 49, 22}}), base);  // length
+    EXPECT_NE(of({{0, 100, 11}, {101, 50, 22}}), base);  // offset
+    EXPECT_NE(of({{100, 50, 22}, {0, 100, 11}}), base);  // order
+    EXPECT_NE(of({{0, 100, 11}}), base);                 // a frame left out
 }
 
 TEST(Digest, OfNothingIsXxh3Of128BitsOfEmpty) {

@@ -19,7 +19,7 @@
 namespace kaclone::protocol {
 
 // The protocol version; both sides say theirs first and refuse a different one in words.
-inline constexpr std::uint16_t version = 2;
+inline constexpr std::uint16_t version = 3;
 
 enum class errc {
     bad_magic = 1,      // the bytes do not start with kaclone's magic: not a kaclone peer
@@ -72,7 +72,7 @@ struct frame_header {
 // The payload of the end frame: how many bytes the stream had and its digest.
 inline constexpr std::size_t end_payload_bytes = 24;
 struct stream_digest {
-    std::array<std::byte, 16> bytes{};  // XXH3-128 of the whole stream, big-endian canonical
+    std::array<std::byte, 16> bytes{};  // digest_state's XXH3-128, big-endian canonical
     bool operator==(const stream_digest&) const = default;
     std::string hex() const;
 };
@@ -92,14 +92,18 @@ std::uint64_t payload_checksum(std::span<const std::byte> payload) noexcept;
 void encode_end_payload(const end_payload& p, std::span<std::byte, end_payload_bytes> out) noexcept;
 end_payload decode_end_payload(std::span<const std::byte, end_payload_bytes> in) noexcept;
 
-// Running XXH3-128 digest of a stream, fed in order.
+// Running digest of a stream: XXH3-128 over every data frame's offset, payload length and
+// payload checksum (u64, u32, u64 little-endian), in stream order. Every node verifies each
+// payload against its checksum before it adds the frame, so the digest covers every byte
+// while the payload is read once, for the checksum (a digest over the bytes themselves was a
+// second pass over every byte on every node).
 class digest_state {
 public:
     digest_state();
     ~digest_state();
     digest_state(const digest_state&) = delete;
     digest_state& operator=(const digest_state&) = delete;
-    void update(std::span<const std::byte> bytes) noexcept;
+    void add_frame(std::uint64_t offset, std::uint32_t payload_bytes, std::uint64_t checksum) noexcept;
     stream_digest digest() const noexcept;
 
 private:
