@@ -15,7 +15,6 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
-#include <list>
 #include <map>
 #include <optional>
 #include <thread>
