@@ -66,11 +66,12 @@ TEST(LayoutPlan, OldExampleKeepsLogicalsInsideExtended) {
     EXPECT_EQ(p.partitions[3].gpt_type, "");
 }
 
-TEST(LayoutPlan, EmptyDescriptionGivesEmptyPlan) {
-    const plan p = planned("");
-
-    EXPECT_TRUE(p.partitions.empty());
-    EXPECT_EQ(p.disk, loop0());
+TEST(LayoutPlan, DescriptionWithoutPartitionsIsRefused) {
+    for (const char* text : {"", "# only a comment\n\n", "label: gpt\n"})
+        EXPECT_EQ(plan_error(text).message(),
+                  "t.desc: no partitions: laying it out would only erase the disk (expected lines "
+                  "[logical] TYPE SIZE [key=value]...)")
+            << "description: " << text;
 }
 
 TEST(LayoutPlan, PercentIsOfWholeDisk) {

@@ -45,6 +45,9 @@ const char* describe(errc e) noexcept {
             return "not a partition line (expected [logical] TYPE SIZE [key=value]...)";
         case errc::no_partition_table: return "no dos or gpt partition table";
         case errc::root_not_on_disk: return "the running / is not on a block device";
+        case errc::no_partitions:
+            return "no partitions: laying it out would only erase the disk (expected lines "
+                   "[logical] TYPE SIZE [key=value]...)";
     }
     return "unknown desc error";
 }

@@ -690,6 +690,9 @@ result<void> check(const plan& p, const apply_options& options) {
     if (const std::string use = usage_of(path, *dev); !use.empty())
         return fail(errc::in_use, path + " (" + use + ")");
     if (auto ok = check_plan(p, options); !ok) return ok;
+    // Mounting below a file fails only after the disk was erased: refused first.
+    if (std::error_code ec; !mount_order(p).empty() && fs::exists(options.target, ec) && !fs::is_directory(options.target, ec))
+        return error{std::make_error_code(std::errc::not_a_directory), "--target " + options.target};
 
     const std::string path_env = options.path_env.empty() ? default_path() : options.path_env;
     for (const auto& part : p.partitions) {

@@ -178,6 +178,7 @@ bool sector_size_ok(unsigned s) { return s >= 512 && s <= mib && (s & (s - 1)) =
 result<plan> make_plan(const desc::desc_file& file, const disk_facts& disk,
                        std::string_view file_name) {
     if (auto ok = desc::validate(file, file_name); !ok) return std::move(ok).error();
+    if (file.partitions.empty()) return error{desc::make_error_code(desc::errc::no_partitions), std::string(file_name)};
     if (!sector_size_ok(disk.sector_bytes))
         return error{make_error_code(errc::out_of_range),
                      "sector size of " + disk.path + " (" + std::to_string(disk.sector_bytes) +

@@ -53,6 +53,7 @@ enum class errc {
     no_partition_table,        // (derive) the disk has no partition table, or one that is
                                // neither dos nor gpt; `where` names the disk
     root_not_on_disk,          // (derive) `/` is not on a block device (overlay, tmpfs)
+    no_partitions,             // (the layout planner) the description has no partition line
 };
 
 const std::error_category& category() noexcept;
