@@ -48,8 +48,8 @@ subcommand add_go(CLI::App& app) {
     auto* cmd = app.add_subcommand("go", "Start a waiting session now, with the nodes that have joined so far");
     cmd->footer("Example:\n  kaclone go --session lab3");
     cmd->add_option("--session", opts->session, "Session to start")->capture_default_str();
-    cmd->add_option("--server", opts->server, "Server HOST (asked directly) or HOST:PORT (its control port)");
-    cmd->add_option("--retries", opts->retries, "Discovery attempts before giving up")->capture_default_str()->check(CLI::PositiveNumber);
+    add_server_option(*cmd, opts->server);
+    cmd->add_option("--retries", opts->retries, "Discovery attempts before giving up")->capture_default_str()->check(at_least_one());
     add_key_option(*cmd, opts->key_file);
     return {cmd, [opts] { return run_go(*opts); }};
 }

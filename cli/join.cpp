@@ -5,6 +5,8 @@
 #include <optional>
 #include <string>
 
+#include <sys/stat.h>
+
 #include <kaclone/fixup.hpp>
 #include <kaclone/session.hpp>
 
@@ -46,13 +48,20 @@ int run_join(const CLI::App& command, const join_options& opts) {
         return usage_error(command, "--hostname: '" + opts.hostname + "' is not a valid host name");
     if (!opts.disk.empty() && !opts.yes)
         return usage_error(command, "--disk " + opts.disk + " is erased: confirm with --yes");
+    std::error_code dir_ec;
+    struct stat sink_st {};
+    const bool sink_device = opts.exec.empty() && !opts.sink.empty() && ::stat(opts.sink.c_str(), &sink_st) == 0 &&
+                             S_ISBLK(sink_st.st_mode);
+    if (sink_device && !opts.yes)
+        return usage_error(command, "--sink " + opts.sink + " is a block device and is overwritten: confirm with --yes");
+    if (opts.yes && opts.disk.empty() && !sink_device)
+        return usage_error(command, "--yes confirms --disk, or a block device given as --sink");
     auto key = load_key_option(opts.key_file);
     if (!key) {
         log_line(key.error().message());
         return exit_failed;
     }
     // A directory is a tree's target: image::extract_tree on a thread, fed by a pipe.
-    std::error_code dir_ec;
     const bool tree = opts.exec.empty() && std::filesystem::is_directory(opts.sink, dir_ec);
     std::optional<tree_sink> tree_target;
     std::optional<opened_sink> sink;
@@ -83,8 +92,8 @@ int run_join(const CLI::App& command, const join_options& opts) {
             return exit_failed;
         }
         tree_target.emplace(*std::move(started));
-    } else {
-        auto opened = opts.exec.empty() ? opened_sink::open_path(opts.sink) : opened_sink::exec(opts.exec);
+    } else if (opts.exec.empty()) {
+        auto opened = opened_sink::open_path(opts.sink);  // checked now, emptied once the stream starts
         if (!opened) {
             log_line(opened.error().message());
             return exit_failed;
@@ -97,7 +106,19 @@ int run_join(const CLI::App& command, const join_options& opts) {
     config.server = opts.server;
     config.retries = opts.retries;
     config.key = *key;
-    config.sink = clone ? clone->sink() : tree_target ? tree_target->sink() : sink->sink();
+    if (clone) config.sink = clone->sink();
+    else if (tree_target) config.sink = tree_target->sink();
+    else if (sink) config.sink = sink->sink();
+    config.open_sink = [&]() -> result<local_sink> {
+        if (!opts.exec.empty()) {  // the command starts only when the stream does
+            auto started = opened_sink::exec(opts.exec);
+            if (!started) return std::move(started).error();
+            sink.emplace(*std::move(started));
+        } else if (sink) {
+            if (auto ok = sink->begin(); !ok) return std::move(ok).error();
+        }
+        return config.sink = clone ? clone->sink() : tree_target ? tree_target->sink() : sink->sink();
+    };
     if (clone) {
         config.status = &status;
         config.after_stream = [&clone] { return clone->finish(); };
@@ -118,6 +139,7 @@ int run_join(const CLI::App& command, const join_options& opts) {
     if (!finished && tree_target)
         finished = error{finished.error().code, "extracting into " + opts.sink + ": " + finished.error().where};
     if (!report || !finished) {
+        if (sink) sink->discard_if_unused();
         const std::string why = !report ? report.error().message() : finished.error().message();
         log_line(why);
         if (opts.json) {
@@ -167,21 +189,20 @@ subcommand add_join(CLI::App& app) {
         "  kaclone join --sink /srv/copy --server 10.0.0.1        extract a tree (serve --source DIR)\n"
         "  kaclone join --exec 'tar x -C /data'                   pipe the stream into a command");
     cmd->add_option("--session", opts->session, "Session name to join")->capture_default_str();
-    cmd->add_option("--server", opts->server, "Server HOST (asked directly) or HOST:PORT (its control port)");
+    add_server_option(*cmd, opts->server);
     cmd->add_option("--sink", opts->sink, "Store the stream in a file, block device or - (stdout), or extract a tree into a directory");
     cmd->add_option("--exec", opts->exec, "Pipe the stream into this shell command's stdin");
     cmd->add_option("--disk", opts->disk, "Lay out this disk and install the golden node's system on it");
-    cmd->add_flag("--yes", opts->yes, "Confirm that --disk may be overwritten (required with --disk)");
+    cmd->add_flag("--yes", opts->yes, "Confirm that --disk, or a block device as --sink, may be overwritten (required with those)");
     cmd->add_option("--target", opts->target, "With --disk: where the clone's filesystems are mounted while it is made")
         ->capture_default_str();
     cmd->add_option("--hostname", opts->hostname, "With --disk: the clone's host name (default: the server's --hostnames file, else the golden node's)");
-    cmd->add_option("--retries", opts->retries, "Discovery attempts before giving up")->capture_default_str()->check(CLI::PositiveNumber);
+    cmd->add_option("--retries", opts->retries, "Discovery attempts before giving up")->capture_default_str()->check(at_least_one());
     cmd->add_flag("--json", opts->json, "Print events as JSON lines on stdout (see README)");
     add_key_option(*cmd, opts->key_file);
     add_buffer_option(*cmd, opts->relay);
     cmd->get_option("--sink")->excludes(cmd->get_option("--exec"));
     cmd->get_option("--disk")->excludes(cmd->get_option("--sink"))->excludes(cmd->get_option("--exec"));
-    cmd->get_option("--yes")->needs(cmd->get_option("--disk"));
     cmd->get_option("--target")->needs(cmd->get_option("--disk"));
     cmd->get_option("--hostname")->needs(cmd->get_option("--disk"));
     return {cmd, [cmd, opts] { return run_join(*cmd, *opts); }};

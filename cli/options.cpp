@@ -2,6 +2,9 @@
 // line, the desc files and the manifests agree on what "64M" means.
 #include "options.hpp"
 
+#include <algorithm>
+
+#include <kaclone/session.hpp>
 #include <kaclone/units.hpp>
 
 namespace kaclone::cli {
@@ -37,6 +40,29 @@ CLI::Option* add_duration_option(CLI::App& app, const std::string& name,
         },
         description);
     return option->type_name("DURATION")->default_str(std::to_string(duration.count()) + "ms");
+}
+
+CLI::Validator at_least_one() {
+    return CLI::Validator(
+        [](std::string& text) -> std::string {
+            const bool digits = !text.empty() && text.size() <= 9 &&
+                                std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
+            if (!digits || std::stoul(text) == 0) return "'" + text + "' is not a whole number from 1 to 999999999";
+            return "";
+        },
+        "COUNT");
+}
+
+CLI::Option* add_server_option(CLI::App& app, std::string& server) {
+    return app
+        .add_option_function<std::string>(
+            "--server",
+            [&server](const std::string& text) {
+                if (auto parsed = parse_server(text); !parsed) throw CLI::ValidationError(parsed.error().where);
+                server = text;
+            },
+            "Server HOST (asked directly) or HOST:PORT (its control port); [IPV6]:PORT for IPv6")
+        ->type_name("HOST[:PORT]");
 }
 
 result<std::optional<auth::session_key>> load_key_option(const std::string& path) {

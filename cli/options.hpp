@@ -23,6 +23,13 @@ CLI::Option* add_duration_option(CLI::App& app, const std::string& name,
                                  std::chrono::milliseconds& duration,
                                  const std::string& description);
 
+// --server HOST[:PORT] (join, go, status): checked by kaclone::parse_server, a bad value is a
+// usage error.
+CLI::Option* add_server_option(CLI::App& app, std::string& server);
+
+// A count of at least 1 (--nodes, --retries, --min): anything else is a usage error saying so.
+CLI::Validator at_least_one();
+
 // --key FILE: the session's pre-shared secret (serve, join and go take the same file).
 CLI::Option* add_key_option(CLI::App& app, std::string& path);
 // The key in `path` (auth::load_key's checks), or none when `path` is empty.

@@ -1,4 +1,5 @@
 // `kaclone serve`: the golden node's side of a session.
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -380,7 +381,7 @@ subcommand add_serve(CLI::App& app) {
         "  kaclone serve --nodes 40 --min 30 --wait 5m --source image.raw\n"
         "                      start after 5 minutes if 30 of 40 nodes are there (or on `kaclone go`)");
     cmd->add_option("--session", opts->session, "Session name; nodes join by this name")->capture_default_str();
-    cmd->add_option("--nodes", opts->nodes, "Number of nodes to wait for before starting")->check(CLI::PositiveNumber);
+    cmd->add_option("--nodes", opts->nodes, "Number of nodes to wait for before starting")->check(at_least_one());
     cmd->add_option("--source", opts->source, "Send a file, block device, - (stdin) or a directory tree (one filesystem)");
     cmd->add_option("--disk", opts->disk, "Clone this disk's partition layout and filesystems (e.g. sda)");
     cmd->add_option("--desc", opts->desc, "Partition description file (default: derived from --disk)");
@@ -404,9 +405,16 @@ subcommand add_serve(CLI::App& app) {
     cmd->add_option("--hostnames", opts->hostnames, "With --disk: file of `MAC-or-IP name` lines naming the clones")
         ->check(CLI::ExistingFile);
     cmd->add_option("--logs", opts->logs, "With --disk: keep every node's log here (default /var/log/kaclone/SESSION)");
-    cmd->add_option("--port", opts->port, "Control port (default: chosen automatically)");
+    cmd->add_option("--port", opts->port, "Control port (default: chosen automatically)")
+        ->check(CLI::Validator(
+            [](std::string& text) -> std::string {
+                const bool digits = !text.empty() && text.size() <= 5 &&
+                                    std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
+                return digits && std::stoul(text) >= 1 && std::stoul(text) <= 65535 ? "" : "'" + text + "' is not a port 1..65535";
+            },
+            "PORT"));
     cmd->add_option("--min", opts->min_nodes, "With --wait: start at the deadline if at least this many nodes joined")
-        ->check(CLI::PositiveNumber);
+        ->check(at_least_one());
     add_duration_option(*cmd, "--wait", opts->wait,
                         "Start this long after the server started, with the nodes joined by then (at least --min, default 1)");
     cmd->add_option("--order", opts->order_file,

@@ -69,8 +69,8 @@ subcommand add_status(CLI::App& app) {
         "why it failed. With a session key it must be given here too.\n\n"
         "Example:\n  kaclone status --session lab3");
     cmd->add_option("--session", opts->session, "Session to show")->capture_default_str();
-    cmd->add_option("--server", opts->server, "Server HOST (asked directly) or HOST:PORT (its control port)");
-    cmd->add_option("--retries", opts->retries, "Discovery attempts before giving up")->capture_default_str()->check(CLI::PositiveNumber);
+    add_server_option(*cmd, opts->server);
+    cmd->add_option("--retries", opts->retries, "Discovery attempts before giving up")->capture_default_str()->check(at_least_one());
     cmd->add_flag("--json", opts->json, "One JSON line per node, then a status line");
     add_key_option(*cmd, opts->key_file);
     return {cmd, [opts] { return run_status(*opts); }};

@@ -42,16 +42,37 @@ result<opened_sink> opened_sink::open_path(const std::string& path) {
         return s;
     }
     struct stat st {};
-    const bool is_device = ::stat(path.c_str(), &st) == 0 && S_ISBLK(st.st_mode);
-    auto fd = open_fd(path, is_device ? O_WRONLY : O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (!fd) return std::move(fd).error();
+    const bool exists = ::stat(path.c_str(), &st) == 0;
+    const bool is_device = exists && S_ISBLK(st.st_mode);
+    // O_EXCL on a block device: the kernel refuses it while the device, or a partition of
+    // it, is mounted, swap, or held by md, LVM or another exclusive opener (the running / too).
+    auto fd = open_fd(path, is_device ? O_WRONLY | O_EXCL : O_WRONLY | O_CREAT, 0644);
+    if (!fd) {
+        if (is_device && fd.error().code == std::errc::device_or_resource_busy)
+            return error{fd.error().code, path + " is in use (mounted, swap, or held by md, LVM or another program); nothing was written"};
+        return std::move(fd).error();
+    }
     if (::fstat(fd->get(), &st) != 0) return last_sys_error("stat " + path);
     const sink_kind kind = S_ISBLK(st.st_mode) ? sink_kind::block_device
                            : S_ISREG(st.st_mode) ? sink_kind::regular_file
                                                  : sink_kind::sequential;
     s.sink_ = {fd->get(), kind};
     s.owned_ = *std::move(fd);
+    s.path_ = path;
+    s.created_ = !exists;
     return s;
+}
+
+result<void> opened_sink::begin() {
+    if (sink_.kind == sink_kind::regular_file && ::ftruncate(sink_.fd, 0) != 0) return last_sys_error("empty " + path_);
+    return {};
+}
+
+void opened_sink::discard_if_unused() {
+    struct stat st {};
+    if (created_ && sink_.kind == sink_kind::regular_file && ::stat(path_.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
+        st.st_size == 0)
+        static_cast<void>(::unlink(path_.c_str()));
 }
 
 result<opened_sink> opened_sink::exec(const std::string& command) {

@@ -29,20 +29,27 @@ result<opened_source> open_source(const std::string& path);
 // Where join stores the stream: a file, a block device, stdout, or a command's stdin.
 class opened_sink {
 public:
-    // "-" is stdout; a path is created (truncated) when it is not a block device.
+    // "-" is stdout; a path is created when it does not exist, and left as it is until
+    // begin(). A block device is opened exclusively: one that is mounted, swap, or held (md,
+    // LVM) is refused, and so is the device of the running /.
     static result<opened_sink> open_path(const std::string& path);
     // `sh -c command` with the stream on its stdin.
     static result<opened_sink> exec(const std::string& command);
 
     opened_sink(opened_sink&& other) noexcept
         : owned_(std::move(other.owned_)), sink_(other.sink_), child_(std::exchange(other.child_, -1)),
-          command_(std::move(other.command_)) {}
+          command_(std::move(other.command_)), path_(std::move(other.path_)), created_(other.created_) {}
     opened_sink& operator=(opened_sink&&) = delete;
     ~opened_sink();
 
     local_sink sink() const noexcept { return sink_; }
+    // The stream starts (the node is assigned): a regular file is emptied now, so that a
+    // session that never starts leaves it as it was.
+    result<void> begin();
     // Closes the sink; for a command, waits for it and fails unless it exited 0.
     result<void> finish();
+    // The join failed: a file that open_path created and nothing was written to is removed.
+    void discard_if_unused();
 
 private:
     opened_sink() = default;
@@ -50,6 +57,8 @@ private:
     local_sink sink_;
     pid_t child_ = -1;
     std::string command_;
+    std::string path_;
+    bool created_ = false;
 };
 
 // serve --source DIR: image::write_tree runs on a thread of its own into a pipe whose read end

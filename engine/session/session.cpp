@@ -1067,6 +1067,44 @@ std::vector<broadcast_target> broadcast_targets() {
     return targets;
 }
 
+}  // namespace
+
+result<server_address> parse_server(std::string_view text) {
+    const auto bad = [&](const std::string& why) {
+        return error{std::make_error_code(std::errc::invalid_argument), "--server '" + std::string(text) + "': " + why};
+    };
+    server_address out;
+    std::string_view port;
+    bool has_port = false;
+    if (text.starts_with('[')) {
+        const auto close = text.find(']');
+        if (close == std::string_view::npos) return bad("no ']' after the IPv6 address");
+        out.host = std::string(text.substr(1, close - 1));
+        const std::string_view rest = text.substr(close + 1);
+        if (!rest.empty() && !rest.starts_with(':')) return bad("expected :PORT after ']'");
+        has_port = !rest.empty();
+        if (has_port) port = rest.substr(1);
+    } else if (const auto colon = text.find(':'); colon != std::string_view::npos && text.find(':', colon + 1) == std::string_view::npos) {
+        out.host = std::string(text.substr(0, colon));
+        port = text.substr(colon + 1);
+        has_port = true;
+    } else {
+        out.host = std::string(text);  // a name, an IPv4 address, or a bare IPv6 address
+    }
+    if (out.host.empty()) return bad("no host (expected HOST or HOST:PORT)");
+    if (has_port) {
+        unsigned value = 0;
+        const bool digits = !port.empty() && port.size() <= 5 &&
+                            std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; });
+        if (digits) value = static_cast<unsigned>(std::stoul(std::string(port)));
+        if (!digits || value == 0 || value > 65535) return bad("port '" + std::string(port) + "' is not a number 1..65535");
+        out.port = static_cast<std::uint16_t>(value);
+    }
+    return out;
+}
+
+namespace {
+
 // Where and how to find a session's server (join and go alike).
 struct find_config {
     const std::string& session;
@@ -1076,13 +1114,17 @@ struct find_config {
 };
 
 asio::awaitable<result<tcp::endpoint>> discover(asio::io_context& io, find_config config) {
-    // --server HOST:PORT: no discovery at all.
-    std::string host = config.server;
-    if (const auto colon = host.rfind(':'); colon != std::string::npos) {
-        asio::error_code ec;
-        const auto address = asio::ip::make_address(host.substr(0, colon), ec);
-        if (ec) co_return net_error(ec, "--server " + host);
-        co_return tcp::endpoint{address, static_cast<std::uint16_t>(std::stoul(host.substr(colon + 1)))};
+    std::string host;
+    if (!config.server.empty()) {
+        auto parsed = parse_server(config.server);
+        if (!parsed) co_return std::move(parsed).error();
+        host = parsed->host;
+        if (parsed->port) {  // --server HOST:PORT: no discovery at all
+            tcp::resolver resolver{io};
+            auto [ec, found] = co_await resolver.async_resolve(host, std::to_string(*parsed->port), use_result);
+            if (ec || found.empty()) co_return net_error(ec, "resolve --server " + config.server);
+            co_return found.begin()->endpoint();
+        }
     }
     std::vector<broadcast_target> targets;
     if (!host.empty()) {
@@ -1412,6 +1454,12 @@ asio::awaitable<result<join_report>> join(asio::io_context& io, const join_confi
     if (config.on_event)
         config.on_event({session_event::kind::assigned, assignment.node, host_name(), "", assignment.parent_address, 0,
                          assignment.children.size(), ""});
+    local_sink sink = config.sink;
+    if (config.open_sink) {
+        auto opened = config.open_sink();
+        if (!opened) co_return std::move(opened).error();
+        sink = *opened;
+    }
 
     auto relay_control = relay_control::create();
     if (!relay_control) co_return std::move(relay_control).error();
@@ -1448,7 +1496,7 @@ asio::awaitable<result<join_report>> join(asio::io_context& io, const join_confi
             if (auto r = weak.lock()) r->poke();
         });
     });
-    plane.start(io, [&, relay, children] { return run_relay(children, config.sink, relay, stats, *run->relay); });
+    plane.start(io, [&, relay, children, sink] { return run_relay(children, sink, relay, stats, *run->relay); });
     plane.on_done = [&run] { run->poke(); };
     // Waits up to 1 s for something to change.
     const auto pause = [&run]() -> asio::awaitable<void> {

@@ -28,7 +28,7 @@ expect_eq "serve --bogus stdout" "$out" ""
 
 run_capture "$KACLONE" join --retries
 expect_eq "join --retries (no value) exit code" "$rc" 2
-expect_eq "join --retries message" "$err" "kaclone join: --retries: 1 required UINT:POSITIVE missing
+expect_eq "join --retries message" "$err" "kaclone join: --retries: 1 required UINT:COUNT missing
 Run 'kaclone join --help' for usage."
 
 run_capture "$KACLONE" serve --buffer 12X
@@ -117,5 +117,51 @@ run_capture "$KACLONE" status --session cli-usage-nobody --server 127.0.0.1 --re
 expect_eq "status without a server: exit code" "$rc" 1
 expect_eq "status without a server: message" "$err" \
     "kaclone status: no server for session 'cli-usage-nobody' answered after 1 attempt (asked 127.0.0.1): no server answered"
+
+# counts and ports: the message says what is accepted
+run_capture "$KACLONE" serve --nodes 0 --source /dev/null
+expect_eq "serve --nodes 0: exit code" "$rc" 2
+expect_eq "serve --nodes 0: message" "$err" "kaclone serve: --nodes: '0' is not a whole number from 1 to 999999999
+Run 'kaclone serve --help' for usage."
+run_capture "$KACLONE" join --retries -1 --sink "$work/never"
+expect_eq "join --retries -1: exit code" "$rc" 2
+expect_eq "join --retries -1: message" "$err" "kaclone join: --retries: '-1' is not a whole number from 1 to 999999999
+Run 'kaclone join --help' for usage."
+run_capture "$KACLONE" serve --nodes 1 --source /dev/null --port 70000
+expect_eq "serve --port 70000: exit code" "$rc" 2
+expect_eq "serve --port 70000: message" "$err" "kaclone serve: --port: '70000' is not a port 1..65535
+Run 'kaclone serve --help' for usage."
+
+# --server values: a usage error naming the part that is wrong, before anything is opened
+for bad in "127.0.0.1:99999|port '99999' is not a number 1..65535" "127.0.0.1:|port '' is not a number 1..65535" \
+    "127.0.0.1:abc|port 'abc' is not a number 1..65535" "[::1|no ']' after the IPv6 address" \
+    ":7118|no host (expected HOST or HOST:PORT)"; do
+    value=${bad%%|*}
+    run_capture "$KACLONE" join --session cli-usage-nobody --server "$value" --sink "$work/never"
+    expect_eq "join --server $value: exit code" "$rc" 2
+    expect_eq "join --server $value: message" "$err" "kaclone join: --server '$value': ${bad#*|}
+Run 'kaclone join --help' for usage."
+done
+expect_eq "bad --server: nothing created" "$(ls "$work/never" 2>&1)" "ls: cannot access '$work/never': No such file or directory"
+run_capture "$KACLONE" join --session cli-usage-nobody --server 127.0.0.1 --sink "$work/never" --yes
+expect_eq "join --yes for a file: exit code" "$rc" 2
+expect_eq "join --yes for a file: message" "$err" "kaclone join: --yes confirms --disk, or a block device given as --sink
+Run 'kaclone join --help' for usage."
+
+# A join that finds no server leaves its sink as it was: a file keeps its bytes, a file it
+# would create is not left behind, an --exec command never runs.
+head -c 100000 /dev/urandom >"$work/kept.img"
+kept=$(sha256sum <"$work/kept.img")
+run_capture "$KACLONE" join --session cli-usage-nobody --server 127.0.0.1 --retries 1 --sink "$work/kept.img"
+expect_eq "no server, existing --sink: exit code" "$rc" 1
+expect_eq "no server, existing --sink: bytes kept" "$(sha256sum <"$work/kept.img")" "$kept"
+run_capture "$KACLONE" join --session cli-usage-nobody --server 127.0.0.1 --retries 1 --sink "$work/new.img"
+expect_eq "no server, new --sink: exit code" "$rc" 1
+expect_eq "no server, new --sink: not left behind" "$(ls "$work/new.img" 2>&1)" "ls: cannot access '$work/new.img': No such file or directory"
+run_capture "$KACLONE" join --session cli-usage-nobody --server 127.0.0.1 --retries 1 --exec "touch '$work/ran'"
+expect_eq "no server, --exec: exit code" "$rc" 1
+expect_eq "no server, --exec: message" "$err" \
+    "kaclone join: no server for session 'cli-usage-nobody' answered after 1 attempt (asked 127.0.0.1): no server answered"
+expect_eq "no server, --exec: never started" "$(ls "$work/ran" 2>&1)" "ls: cannot access '$work/ran': No such file or directory"
 
 echo "PASS: cli usage"

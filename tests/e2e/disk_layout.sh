@@ -38,6 +38,15 @@ expect_distinct() {
     dups=$(printf '%s\n' "$@" | sort | uniq -d)
     expect_eq "$what: values seen twice" "$dups" ""
 }
+# expect_refused WHAT RC MESSAGE CMD...: CMD exits RC with stderr MESSAGE, and disk3 is as it was.
+expect_refused() {
+    local what=$1 want_rc=$2 want_err=$3
+    shift 3
+    run_capture "$@"
+    expect_eq "$what: exit code" "$rc" "$want_rc"
+    expect_eq "$what: message" "$err" "$want_err"
+    expect_eq "$what: disk unchanged" "$(digest "$work/disk3")" "$before"
+}
 # expect_same_file WHAT GOT WANT: byte for byte, trailing newline included.
 expect_same_file() { cmp -s "$2" "$3" || fail "$1: $2 differs from $3: $(diff "$2" "$3")"; }
 
@@ -236,8 +245,29 @@ run_capture "$KACLONE" layout --desc other.desc "$d3" --yes
 expect_eq "mounted: exit code" "$rc" 1
 expect_eq "mounted: message" "$err" \
     "kaclone layout: $d3 (${d3}p1 is mounted on $work/ro): disk in use; unmount its filesystems, swapoff its swap and stop what holds it first"
+# join --sink of a device with a mounted partition, or of the mounted partition itself: refused
+# before any server is asked (none is: the session has no server, loopback only)
+for dev in "$d3" "${d3}p1"; do
+    expect_refused "join --sink $dev, mounted" 1 \
+        "kaclone join: $dev is in use (mounted, swap, or held by md, LVM or another program); nothing was written: Device or resource busy" \
+        "$KACLONE" join --session layout-nobody --server 127.0.0.1 --retries 1 --sink "$dev" --yes
+done
 umount "$work/ro"
 expect_eq "mounted: disk unchanged" "$(digest "$work/disk3")" "$before"
+
+expect_refused "join --sink device without --yes" 2 "kaclone join: --sink $d3 is a block device and is overwritten: confirm with --yes
+Run 'kaclone join --help' for usage." "$KACLONE" join --session layout-nobody --server 127.0.0.1 --retries 1 --sink "$d3"
+
+# a description without partitions would only erase the disk
+printf '# nothing yet\nlabel: gpt\n' >empty.desc
+expect_refused "no partitions" 1 \
+    "kaclone layout: empty.desc: no partitions: laying it out would only erase the disk (expected lines [logical] TYPE SIZE [key=value]...)" \
+    "$KACLONE" layout --desc empty.desc "$d3" --yes
+
+# --target that is a file: refused before the disk is touched, not after
+: >"$work/not-a-dir"
+expect_refused "--target a file" 1 "kaclone layout: --target $work/not-a-dir: Not a directory" \
+    "$KACLONE" layout --desc other.desc "$d3" --yes --target "$work/not-a-dir"
 
 # a partition in use as swap
 if swapon "${d3}p2" 2>/dev/null; then
@@ -273,11 +303,9 @@ fi
 
 # too small for the fixed sizes
 printf 'linux 100 fs=ext4\nlinux fill\n' >big.desc
-run_capture "$KACLONE" layout --desc big.desc "$d3" --yes
-expect_eq "too small: exit code" "$rc" 1
-expect_eq "too small: message" "$err" \
-    "kaclone layout: big.desc:1 (partitions need 102 MiB but the disk $d3 has 64 MiB): partition does not fit on the disk"
-expect_eq "too small: disk unchanged" "$(digest "$work/disk3")" "$before"
+expect_refused "too small" 1 \
+    "kaclone layout: big.desc:1 (partitions need 102 MiB but the disk $d3 has 64 MiB): partition does not fit on the disk" \
+    "$KACLONE" layout --desc big.desc "$d3" --yes
 
 # an mkfs that is not installed: PATH without mkfs.xfs
 mkdir -p "$work/bin"

@@ -154,11 +154,24 @@ private:
     std::function<void()> wake_;
 };
 
+// A --server value: "HOST" (its discovery port is asked), "HOST:PORT" (its control port),
+// "[IPV6]" or "[IPV6]:PORT"; a bare IPv6 address is a HOST. HOST is a name or an address.
+struct server_address {
+    std::string host;
+    std::optional<std::uint16_t> port;
+};
+// The error (invalid_argument) says what is wrong with which part, in `where`.
+result<server_address> parse_server(std::string_view text);
+
 struct join_config {
     std::string session = "default";
     std::string server;  // "", "HOST" (ask it by unicast) or "HOST:PORT" (its control port)
     unsigned retries = 5;
     local_sink sink;
+    // Called once the node is assigned, right before its stream starts; what it returns
+    // replaces `sink`, so a session that never starts leaves the sink untouched (a command
+    // is started, a file emptied, only then). May be empty.
+    std::function<result<local_sink>()> open_sink;
     relay_config relay;
     std::optional<auth::session_key> key;  // required when the server has one, refused if not
     tick_fn on_tick;
