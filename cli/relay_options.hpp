@@ -8,7 +8,10 @@
 
 #include <CLI/CLI.hpp>
 
+#include <unistd.h>
+
 #include <kaclone/relay.hpp>
+#include <kaclone/units.hpp>
 
 #include "options.hpp"
 
@@ -42,8 +45,17 @@ inline void add_relay_options(CLI::App& cmd, relay_config& relay) {
 }
 
 // The reason the relay options cannot work, or "" when they can.
+// A buffer larger than the machine's memory fails only once the stream starts (and costs the
+// session a node): refused up front.
 inline std::string relay_options_problem(const relay_config& relay) {
     if (relay.buffer_bytes < min_buffer_bytes) return "--buffer must be at least 4M";
+    const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
+    if (pages > 0 && page > 0) {
+        const auto memory = static_cast<std::uint64_t>(pages) * static_cast<std::uint64_t>(page);
+        if (relay.buffer_bytes > memory / 2)
+            return "--buffer " + format_bytes(relay.buffer_bytes) + " is more than half of this machine's memory (" +
+                   format_bytes(memory) + ")";
+    }
     return "";
 }
 

@@ -982,6 +982,10 @@ asio::awaitable<result<serve_report>> serve(asio::io_context& io, tcp::acceptor&
         // The stream stopped: the nodes will see their connections close and report.
         if (config.log) config.log("stream failed: " + plane.outcome->error().message());
         for (auto& c : door.sockets) c.reset();
+        // A node whose parent is this server would wait for bytes that never come: every node
+        // not done yet is told why and dropped, so that both sides end now.
+        for (std::uint32_t k = 1; k <= nodes.size(); ++k) heal.fail(k, "the server's stream failed");
+        co_await send_queued(heal);
     } else {
         report.source = **plane.outcome;
     }
@@ -1550,9 +1554,13 @@ asio::awaitable<result<join_report>> join(asio::io_context& io, const join_confi
         d.message = after_failed ? after_failed->message() : stopped && !run->dropped.empty() ? run->dropped : plane.outcome->error().message();
     }
     auto out = tend_parent(*run, io, config, assignment.node, true, d.ok);
-    co_await report_to_server(*run, config, stats, out, server_text);
-    const protocol::message done_message = d;
-    co_await write_message(control, done_message, server_text);
+    // A server that dropped this node, or is gone, reads nothing more: no report is sent (a
+    // write into a connection the server has closed could wait for its 10 s timeout).
+    if (run->dropped.empty() && !run->server_gone) {
+        co_await report_to_server(*run, config, stats, out, server_text);
+        const protocol::message done_message = d;
+        co_await write_message(control, done_message, server_text);
+    }
     std::optional<error> failure;
     if (after_failed) failure = *std::move(after_failed);
     else if (!d.ok && plane.outcome->error().code == std::errc::operation_canceled && !run->dropped.empty())
