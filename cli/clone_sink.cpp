@@ -31,6 +31,7 @@ struct disk_sink::shared {
     node_status* status = nullptr;
     image::log_fn say;
     std::atomic<std::uint32_t> node{0};
+    std::atomic<bool> abandoned{false};  // the join failed before its session started
     unique_fd read;
     // Set by the thread, read after it is joined.
     std::optional<error> failure;
@@ -156,6 +157,7 @@ void disk_sink::shared::receive() {
     };
     if (auto ok = run(); !ok) {
         failure = ok.error();
+        if (abandoned) return;  // the session never started: nothing to say
         log("failed: " + ok.error().message());
         phase(protocol::node_phase::failed, ok.error().message());
     }
@@ -165,10 +167,16 @@ void disk_sink::shared::receive() {
 result<disk_sink> disk_sink::start(const disk_sink_options& options, node_status& status, image::log_fn say) {
     auto disk = layout::probe_disk(options.disk);  // a whole block device, or refused now
     if (!disk) return std::move(disk).error();
+    // The checks of a layout that need no plan, before the node joins: a partition, a disk
+    // that is mounted, swap, held, or holds the running / (once the golden layout is known it
+    // is checked again, with its filesystems).
+    layout::plan bare;
+    bare.disk = disk->facts;
+    if (auto ok = layout::check(bare, {}); !ok) return std::move(ok).error();
+    // The target is made only when the layout mounts below it: a join that never starts
+    // leaves nothing behind.
     std::error_code ec;
-    std::filesystem::create_directories(options.target, ec);
-    if (ec) return error{ec, "create " + options.target};
-    if (std::filesystem::equivalent(options.target, "/", ec))
+    if (std::filesystem::exists(options.target, ec) && std::filesystem::equivalent(options.target, "/", ec))
         return error{std::make_error_code(std::errc::invalid_argument), "--target " + options.target + " is the running system's root"};
     int fds[2];
     if (::pipe2(fds, O_CLOEXEC) != 0) return last_sys_error("pipe for the clone");
@@ -187,6 +195,8 @@ result<disk_sink> disk_sink::start(const disk_sink_options& options, node_status
 disk_sink::disk_sink(disk_sink&&) noexcept = default;
 
 void disk_sink::set_node(std::uint32_t node) noexcept { state_->node = node; }
+
+void disk_sink::abandon() noexcept { state_->abandoned = true; }
 
 void disk_sink::unmount_all() {
     if (!state_->plan) return;

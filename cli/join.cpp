@@ -126,7 +126,9 @@ int run_join(const CLI::App& command, const join_options& opts) {
     config.relay = opts.relay;
     config.on_tick = [&progress](const relay_stats& s) { progress.update(s.stored_bytes.load()); };
     config.log = say;
-    config.on_event = [&opts, &clone](const session_event& e) {
+    bool assigned = false;
+    config.on_event = [&opts, &clone, &assigned](const session_event& e) {
+        if (e.what == session_event::kind::assigned) assigned = true;
         if (clone && e.what == session_event::kind::assigned) clone->set_node(e.node);
         if (opts.json) print_json_line(event_json(opts.session, e));
     };
@@ -140,6 +142,7 @@ int run_join(const CLI::App& command, const join_options& opts) {
         finished = error{finished.error().code, "extracting into " + opts.sink + ": " + finished.error().where};
     if (!report || !finished) {
         if (sink) sink->discard_if_unused();
+        if (clone && !assigned) clone->abandon();
         const std::string why = !report ? report.error().message() : finished.error().message();
         log_line(why);
         if (opts.json) {

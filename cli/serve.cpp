@@ -82,10 +82,13 @@ unsigned print_report(const serve_report& report) {
     std::string failures;
     for (const node_report& n : report.nodes) {
         const bool digest_ok = stored_all(n, report);
+        // MISMATCH only for a node that says it stored the stream and stored other bytes; one
+        // that failed (its disk, its command, its link) has no digest to compare.
+        const char* digest = digest_ok ? "match" : n.reported && n.done.ok ? "MISMATCH" : "-";
         const double rate = n.done.seconds > 0 ? static_cast<double>(n.done.stored_bytes) / n.done.seconds / 1e6 : 0;
         std::printf("%-16s %-15s %-15s %12llu %9.1f %-8s %s\n", n.name.substr(0, 16).c_str(), n.address.c_str(),
                     n.parent_address.c_str(), static_cast<unsigned long long>(bytes_of(n)), rate,
-                    digest_ok ? "match" : "MISMATCH", digest_ok ? "ok" : "failed");
+                    digest, digest_ok ? "ok" : "failed");
         if (digest_ok) ++good;
         else
             failures += "  node " + std::to_string(n.node) + " (" + n.address + "): " + why_failed(n) + "\n";

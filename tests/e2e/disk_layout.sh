@@ -252,8 +252,19 @@ for dev in "$d3" "${d3}p1"; do
         "kaclone join: $dev is in use (mounted, swap, or held by md, LVM or another program); nothing was written: Device or resource busy" \
         "$KACLONE" join --session layout-nobody --server 127.0.0.1 --retries 1 --sink "$dev" --yes
 done
+# join --disk: a mounted disk and a partition are refused before the node joins
+expect_refused "join --disk $d3, mounted" 1 \
+    "kaclone join: $d3 (${d3}p1 is mounted on $work/ro): disk in use; unmount its filesystems, swapoff its swap and stop what holds it first" \
+    "$KACLONE" join --session layout-nobody --server 127.0.0.1 --retries 1 --disk "$d3" --yes --target "$work/never"
+expect_refused "join --disk ${d3}p1" 1 "kaclone join: ${d3}p1 (a partition; give the whole disk): not a whole-disk block device" \
+    "$KACLONE" join --session layout-nobody --server 127.0.0.1 --retries 1 --disk "${d3}p1" --yes --target "$work/never"
 umount "$work/ro"
 expect_eq "mounted: disk unchanged" "$(digest "$work/disk3")" "$before"
+# ... and one that finds no server says only that, and leaves no --target behind
+expect_refused "join --disk, no server" 1 \
+    "kaclone join: no server for session 'layout-nobody' answered after 1 attempt (asked 127.0.0.1): no server answered" \
+    "$KACLONE" join --session layout-nobody --server 127.0.0.1 --retries 1 --disk "$d3" --yes --target "$work/never"
+expect_eq "join --disk, no server: --target not made" "$(ls -d "$work/never" 2>&1)" "ls: cannot access '$work/never': No such file or directory"
 
 expect_refused "join --sink device without --yes" 2 "kaclone join: --sink $d3 is a block device and is overwritten: confirm with --yes
 Run 'kaclone join --help' for usage." "$KACLONE" join --session layout-nobody --server 127.0.0.1 --retries 1 --sink "$d3"
