@@ -265,6 +265,11 @@ int run_serve(const CLI::App& command, const serve_options& opts) {
         }
         source_file.fd = clone->fd();
     } else if (tree) {
+        // A bad --exclude would fail the stream once every node has joined: refused now.
+        if (auto ok = image::check_excludes(opts.source, {opts.excludes.begin(), opts.excludes.end()}); !ok) {
+            log_line("--exclude " + ok.error().message() + "; refused before any node was touched");
+            return exit_failed;
+        }
         auto started = tree_source::start(opts.source, {opts.excludes.begin(), opts.excludes.end()},
                                           [](const std::string& line) { log_line(line); });
         if (!started) {

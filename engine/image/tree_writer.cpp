@@ -331,6 +331,12 @@ private:
 
 }  // namespace
 
+result<void> check_excludes(const std::filesystem::path& root, const std::vector<std::filesystem::path>& excludes) {
+    auto ids = resolve_excludes(root, excludes);
+    if (!ids) return std::move(ids).error();
+    return {};
+}
+
 result<void> write_tree(const std::filesystem::path& root, const write_options& options, int out_fd, write_stats& stats) {
     tree_writer writer{options, stats};
     return writer.run(root, out_fd);

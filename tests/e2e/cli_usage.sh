@@ -118,6 +118,12 @@ expect_eq "status without a server: exit code" "$rc" 1
 expect_eq "status without a server: message" "$err" \
     "kaclone status: no server for session 'cli-usage-nobody' answered after 1 attempt (asked 127.0.0.1): no server answered"
 
+# a bad --exclude of a directory --source: refused before any node joins (no --nodes wait)
+mkdir -p "$work/tree/keep"
+run_capture "$KACLONE" serve --nodes 1 --source "$work/tree" --exclude nosuch
+expect_eq "serve --exclude nosuch: exit code" "$rc" 1
+expect_eq "serve --exclude nosuch: message" "$err" "kaclone serve: --exclude nosuch (no directory $work/tree/nosuch): an excluded path must be a directory inside the tree; refused before any node was touched"
+
 # counts and ports: the message says what is accepted
 run_capture "$KACLONE" serve --nodes 0 --source /dev/null
 expect_eq "serve --nodes 0: exit code" "$rc" 2

@@ -61,6 +61,9 @@ struct write_stats {
 // runs and restores it at the end; other threads must not use relative paths meanwhile.
 result<void> write_tree(const std::filesystem::path& root, const write_options& options, int out_fd,
                         write_stats& stats);
+// write_tree's check of `excludes` alone (errc::bad_exclude: not a directory, or not inside
+// `root`), for a caller that wants to refuse them before anything is streamed.
+result<void> check_excludes(const std::filesystem::path& root, const std::vector<std::filesystem::path>& excludes);
 
 struct extract_options {
     log_fn log;  // may be empty
