@@ -245,6 +245,11 @@ TEST(DescFuzz, MutatedFilesNeverCrashAndRoundTrip) {
         const layout::disk_facts disk{"/dev/fuzz", disk_sizes[disk_rng() % disk_sizes.size()],
                                       disk_rng() % 4 == 0 ? 4096u : 512u};
         const auto p = layout::make_plan(*first, disk, "fuzz.desc");
+        if (!p && p.error().code == errc::no_partitions) {  // the one refusal of a valid file
+            if (!first->partitions.empty())
+                ADD_FAILURE() << "seed " << seed << ": no_partitions for \"" << escaped(text) << "\"";
+            continue;
+        }
         if (!p) {
             // The MBR limit is to blame only on dos, and only on a disk larger than it.
             const bool mbr_limit_applies =

@@ -254,22 +254,22 @@ INSTANTIATE_TEST_SUITE_P(
         bad_case{"EmptyLabel", "# c\nlabel:\n", errc::bad_label, "t.desc:2"},
         bad_case{"LabelWithoutColon", "label gpt\n", errc::bad_label, "t.desc:1"},
         bad_case{"LabelWithExtraWord", "label: gpt now\n", errc::bad_label, "t.desc:1"},
-        bad_case{"UnknownKey", "linux 100 color=red\n", errc::bad_column, "t.desc:1"},
-        bad_case{"EmptyKey", "linux 100 =red\n", errc::bad_column, "t.desc:1"},
-        bad_case{"UnknownFs", "linux 100 fs=ntfs\n", errc::bad_column, "t.desc:1"},
-        bad_case{"EmptyValue", "linux 100 fs=\n", errc::bad_column, "t.desc:1"},
-        bad_case{"RepeatedKey", "linux 100 fs=ext4 fs=xfs\n", errc::bad_column, "t.desc:1"},
-        bad_case{"RelativeMount", "linux 100 mount=boot\n", errc::bad_column, "t.desc:1"},
-        bad_case{"DotDotMount", "linux 100 mount=/a/../b\n", errc::bad_column, "t.desc:1"},
-        bad_case{"UnknownFlag", "linux 100 flags=hidden\n", errc::bad_column, "t.desc:1"},
-        bad_case{"RepeatedFlag", "linux 100 flags=boot,boot\n", errc::bad_column, "t.desc:1"},
-        bad_case{"EmptyFlag", "linux 100 flags=boot,\n", errc::bad_column, "t.desc:1"},
-        bad_case{"EspFlagOnDos", "linux 100 flags=esp\n", errc::bad_column, "t.desc:1"},
-        bad_case{"MountOnSwap", "swap 100 mount=/swap\n", errc::bad_column, "t.desc:1"},
-        bad_case{"SwapFsOnLinux", "linux 100 fs=swap\n", errc::bad_column, "t.desc:1"},
-        bad_case{"OtherFsOnSwap", "swap 100 fs=ext4\n", errc::bad_column, "t.desc:1"},
-        bad_case{"FsOnExtended", "extended 100 fs=ext4\n", errc::bad_column, "t.desc:1"},
-        bad_case{"FsOnBios", "label: gpt\nbios 1 fs=ext4\n", errc::bad_column, "t.desc:2"},
+        bad_case{"UnknownKey", "linux 100 color=red\n", errc::bad_column, "t.desc:1 (unknown key color=)"},
+        bad_case{"EmptyKey", "linux 100 =red\n", errc::bad_column, "t.desc:1 (=red)"},
+        bad_case{"UnknownFs", "linux 100 fs=ntfs\n", errc::bad_column, "t.desc:1 (fs=ntfs)"},
+        bad_case{"EmptyValue", "linux 100 fs=\n", errc::bad_column, "t.desc:1 (fs= without a value)"},
+        bad_case{"RepeatedKey", "linux 100 fs=ext4 fs=xfs\n", errc::bad_column, "t.desc:1 (fs= twice)"},
+        bad_case{"RelativeMount", "linux 100 mount=boot\n", errc::bad_column, "t.desc:1 (mount=boot)"},
+        bad_case{"DotDotMount", "linux 100 mount=/a/../b\n", errc::bad_column, "t.desc:1 (mount=/a/../b)"},
+        bad_case{"UnknownFlag", "linux 100 flags=hidden\n", errc::bad_column, "t.desc:1 (flag hidden)"},
+        bad_case{"RepeatedFlag", "linux 100 flags=boot,boot\n", errc::bad_column, "t.desc:1 (flag boot twice)"},
+        bad_case{"EmptyFlag", "linux 100 flags=boot,\n", errc::bad_column, "t.desc:1 (an empty flag in flags=)"},
+        bad_case{"EspFlagOnDos", "linux 100 flags=esp\n", errc::bad_column, "t.desc:1 (flag esp with label: dos)"},
+        bad_case{"MountOnSwap", "swap 100 mount=/swap\n", errc::bad_column, "t.desc:1 (swap takes no mount=)"},
+        bad_case{"SwapFsOnLinux", "linux 100 fs=swap\n", errc::bad_column, "t.desc:1 (fs=swap on linux)"},
+        bad_case{"OtherFsOnSwap", "swap 100 fs=ext4\n", errc::bad_column, "t.desc:1 (fs=ext4 on swap)"},
+        bad_case{"FsOnExtended", "extended 100 fs=ext4\n", errc::bad_column, "t.desc:1 (extended takes no fs=, mount=, label= or flags=)"},
+        bad_case{"FsOnBios", "label: gpt\nbios 1 fs=ext4\n", errc::bad_column, "t.desc:2 (bios takes no fs= or mount=)"},
         bad_case{"SameMount", "linux 100 mount=/\nlinux 100 mount=/\n", errc::duplicate_mount,
                  "t.desc:2"},
         bad_case{"SameMountSpelledApart", "linux 1 mount=/boot\nlinux 1\nlinux 1 mount=//boot/\n",
@@ -350,7 +350,7 @@ TEST(DescRejectsMessage, BadColumn) {
 
     ASSERT_FALSE(d.has_value());
     EXPECT_EQ(d.error().message(),
-              "sda.desc:1: bad column (each at most once: fs=ext2|ext3|ext4|xfs|btrfs|vfat|swap|"
+              "sda.desc:1 (fs=ntfs): bad column (each at most once: fs=ext2|ext3|ext4|xfs|btrfs|vfat|swap|"
               "jfs|reiserfs, mount=/absolute/path, label=name, flags=boot,esp,bios_grub; fs=swap "
               "only with swap, no mount for swap, nothing for extended)");
 }
@@ -427,7 +427,7 @@ TEST(DescValidate, RejectsLabelWithBlank) {
 
     ASSERT_FALSE(ok.has_value());
     EXPECT_EQ(ok.error().code, errc::bad_column);
-    EXPECT_EQ(ok.error().where, "hand:3");
+    EXPECT_EQ(ok.error().where, "hand:3 (label=my root)");
 }
 
 TEST(DescValidate, RejectsUntidyMount) {

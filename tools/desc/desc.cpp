@@ -192,23 +192,27 @@ bool is_canonical_mount(std::string_view m) {
     return true;
 }
 
-bool columns_ok(const partition_spec& p, table_kind table) {
+// The column that breaks the rules, as the error's detail ("fs=ntfs"), or "" when all are fine.
+std::string column_problem(const partition_spec& p, table_kind table) {
     const auto fs = std::find(filesystems.begin(), filesystems.end(), p.fs);
-    if (!p.fs.empty() && fs == filesystems.end()) return false;
-    if (!p.mount.empty() && !is_canonical_mount(p.mount)) return false;
-    if (!p.label.empty() && !is_plain_value(p.label)) return false;
+    if (!p.fs.empty() && fs == filesystems.end()) return "fs=" + p.fs;
+    if (!p.mount.empty() && !is_canonical_mount(p.mount)) return "mount=" + p.mount;
+    if (!p.label.empty() && !is_plain_value(p.label)) return "label=" + p.label;
     for (std::size_t i = 0; i < p.flags.size(); ++i) {
         const std::string& f = p.flags[i];
         const bool gpt_flag = f == "esp" || f == "bios_grub";
-        if (f != "boot" && !(gpt_flag && table == table_kind::gpt)) return false;
+        if (f != "boot" && !(gpt_flag && table == table_kind::gpt))
+            return f.empty() ? "an empty flag in flags=" : gpt_flag ? "flag " + f + " with label: dos" : "flag " + f;
         const auto earlier = p.flags.begin() + static_cast<std::ptrdiff_t>(i);
-        if (std::find(p.flags.begin(), earlier, f) != earlier) return false;
+        if (std::find(p.flags.begin(), earlier, f) != earlier) return "flag " + f + " twice";
     }
-    if (p.is_extended())  // a container: nothing to format, mount or label
-        return p.fs.empty() && p.mount.empty() && p.label.empty() && p.flags.empty();
-    if (p.type == "bios") return p.fs.empty() && p.mount.empty();  // raw boot code for GRUB
-    if (p.type == "swap") return p.mount.empty() && (p.fs.empty() || p.fs == "swap");
-    return p.fs != "swap";
+    if (p.is_extended() && !(p.fs.empty() && p.mount.empty() && p.label.empty() && p.flags.empty()))
+        return "extended takes no fs=, mount=, label= or flags=";  // a container: nothing to format, mount or label
+    if (p.type == "bios" && !(p.fs.empty() && p.mount.empty())) return "bios takes no fs= or mount=";  // raw boot code for GRUB
+    if (p.type == "swap" && !p.mount.empty()) return "swap takes no mount=";
+    if (p.type == "swap" && !p.fs.empty() && p.fs != "swap") return "fs=" + p.fs + " on swap";
+    if (p.type != "swap" && p.fs == "swap") return "fs=swap on " + p.type;
+    return "";
 }
 
 bool size_ok(const size_spec& s) noexcept {
@@ -220,8 +224,10 @@ bool size_ok(const size_spec& s) noexcept {
     return false;
 }
 
-error at(errc e, std::string_view file_name, int line) {
-    return error{make_error_code(e), std::string(file_name) + ":" + std::to_string(line)};
+error at(errc e, std::string_view file_name, int line, std::string_view detail = {}) {
+    std::string where = std::string(file_name) + ":" + std::to_string(line);
+    if (!detail.empty()) where += " (" + std::string(detail) + ")";
+    return error{make_error_code(e), std::move(where)};
 }
 
 // The rules of a whole file, fed one partition at a time in file order, so that parse() stops
@@ -237,7 +243,7 @@ public:
         const auto canonical = canonical_type(p.type, table_);
         if (!canonical || *canonical != p.type) return fail(errc::unknown_type, p.line);
         if (!size_ok(p.size)) return fail(errc::bad_size, p.line);
-        if (!columns_ok(p, table_)) return fail(errc::bad_column, p.line);
+        if (const std::string bad = column_problem(p, table_); !bad.empty()) return at(errc::bad_column, file_name_, p.line, bad);
 
         if (table_ == table_kind::gpt) {
             if (++count_ > gpt_max_partitions) return fail(errc::too_many_primaries, p.line);
@@ -302,8 +308,8 @@ result<void> parse_columns(std::span<const std::string_view> w, partition_spec& 
         if (eq == std::string_view::npos) return at(errc::bad_line, file_name, p.line);
         const std::string_view key = word.substr(0, eq);
         const std::string_view value = word.substr(eq + 1);
-        if (value.empty() || !seen.insert(key).second)
-            return at(errc::bad_column, file_name, p.line);
+        if (value.empty()) return at(errc::bad_column, file_name, p.line, std::string(word) + " without a value");
+        if (!seen.insert(key).second) return at(errc::bad_column, file_name, p.line, std::string(key) + "= twice");
         if (key == "fs") {
             p.fs = value;
         } else if (key == "mount") {
@@ -320,7 +326,7 @@ result<void> parse_columns(std::span<const std::string_view> w, partition_spec& 
                 pos = comma + 1;
             }
         } else {
-            return at(errc::bad_column, file_name, p.line);
+            return at(errc::bad_column, file_name, p.line, key.empty() ? std::string(word) : "unknown key " + std::string(key) + "=");
         }
     }
     return {};
