@@ -143,7 +143,9 @@ int run_join(const CLI::App& command, const join_options& opts) {
     if (!report || !finished) {
         if (sink) sink->discard_if_unused();
         if (clone && !assigned) clone->abandon();
-        const std::string why = !report ? report.error().message() : finished.error().message();
+        // A command that died makes the stream fail with a broken pipe: its exit status is the reason.
+        std::string why = !report ? report.error().message() : finished.error().message();
+        if (!report && !finished) why += " (" + finished.error().message() + ")";
         log_line(why);
         if (opts.json) {
             json_object o = json_event(opts.session, "summary");

@@ -33,4 +33,18 @@ for ((i = 1; i <= n; i++)); do
 done
 check_table "$n" "$size" match ok
 
-echo "PASS: relay to --exec commands (3 nodes, 256 MiB)"
+# A command that dies: the node fails, and its last line names the command and its status
+# (not only the broken pipe it leaves to the stream).
+new_run exec-dies
+start_serve 60 --session exec-dies --nodes 1 --source "$data/source"
+start_join 1 60 --session exec-dies --server "$(node_ip 0)" --exec "head -c 1000 >/dev/null; exit 3"
+wait_session 1
+expect_rc "node 1 (join) with a dying command" "${join_rc[1]}" 1 "$run/join1.err"
+last=$(tail -n 1 "$run/join1.err")
+want="(--exec 'head -c 1000 >/dev/null; exit 3' ended with exit status 3: Input/output error)"
+[[ "$last" == "kaclone join: write the local sink at offset "*": Broken pipe $want" ]] ||
+    fail "last stderr line of a node whose command died:
+  got:  $last
+  want: kaclone join: write the local sink at offset N: Broken pipe $want"
+
+echo "PASS: relay to --exec commands (3 nodes, 256 MiB; a command that dies)"
