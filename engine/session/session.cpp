@@ -1014,8 +1014,16 @@ asio::awaitable<result<serve_report>> serve(asio::io_context& io, tcp::acceptor&
     for (std::size_t i = 0; i < nodes.size(); ++i) {
         if (heal.failed[i + 1]) continue;
         if (i > 0 && config.stagger.count() > 0) {
-            spacing.expires_after(config.stagger);
-            co_await spacing.async_wait(use_result);
+            // The nodes still waiting hear from the server every second meanwhile: a node
+            // gives up on a server that is silent for 15 s, and a long --stagger is not that.
+            const auto until = clock::now() + config.stagger;
+            while (clock::now() < until) {
+                spacing.expires_at(std::min(until, clock::now() + std::chrono::seconds(1)));
+                co_await spacing.async_wait(use_result);
+                const protocol::message beat = protocol::progress{stats.acked_bytes.load()};
+                for (std::size_t j = i; j < nodes.size(); ++j)
+                    if (!heal.failed[j + 1]) (void)co_await write_message(nodes[j].control, beat, nodes[j].address);
+            }
         }
         co_await write_message(nodes[i].control, release, nodes[i].address);
         nodes[i].control.close();

@@ -4,7 +4,8 @@
 #      after the start is told the session is running and exits 1; the 3 store the source.
 #   2. `kaclone go` starts a server that waits for 4 nodes with the 2 that joined; go for a
 #      session the server does not run is refused with the reason.
-#   3. --stagger 500ms with 4 nodes: the released events are >= 500 ms apart.
+#   3. --stagger 500ms with 4 nodes: the released events are >= 500 ms apart; --stagger 8s with
+#      3 nodes: the last, released 16 s after the first, still exits 0.
 #   4. Two sessions served from the same host at once, found by name (unicast and broadcast
 #      discovery), each with its own 2 nodes: all 4 store their session's source; a second
 #      server of a session that this host already serves is refused.
@@ -98,6 +99,15 @@ for ((k = 1; k < 4; k++)); do
     [ "$gap" -ge 500 ] || fail "releases $k and $((k + 1)) are $gap ms apart, want >= 500:
 $(printf '%s\n' "${released[@]}")"
 done
+
+# A stagger longer than a node's 15 s patience with a silent server: the last node is released
+# 16 s after the first, and still exits 0 (the server keeps saying it is there).
+new_run stagger-long
+start_serve 60 --session stl --nodes 3 --stagger 8s --source "$data/source"
+for i in 1 2 3; do start_join "$i" 60 --session stl --server "$(node_ip 0)" --sink "$data/stl$i"; done
+wait_session 3
+expect_rc serve "$serve_rc" 0 "$run/serve.err"
+for i in 1 2 3; do expect_rc "node $i, released after $(((i - 1) * 8)) s" "${join_rc[i]}" 0 "$run/join$i.err"; done
 
 # ---- 4. two sessions on one host, found by name
 new_run two
