@@ -53,7 +53,10 @@ public:
         out_.resize(at + sizeof(T));
         put_le(out_.data() + at, value);
     }
+    // A string longer than the decoder takes (a long error message, a node's log) is cut to
+    // max_string_bytes: sent whole it would be refused, and with it the message it is in.
     void put_string(std::string_view s) {
+        s = s.substr(0, max_string_bytes);
         put(static_cast<std::uint16_t>(s.size()));
         put_bytes(std::as_bytes(std::span(s.data(), s.size())));
     }

@@ -170,6 +170,15 @@ TEST(Message, EveryTypeRoundTrips) {
     EXPECT_EQ(round_trip(s), s);
 }
 
+TEST(Message, LongStringsAreCutToWhatTheDecoderTakes) {
+    // A node's failure message may be long (a tool's output); the message must still arrive.
+    const std::string long_reason = "mkfs.xfs failed: " + std::string(10000, 'x');
+    const done d{false, 5, {}, 1.0, long_reason};
+    const done back = round_trip(d);
+    EXPECT_EQ(back.message, long_reason.substr(0, 4096));
+    EXPECT_EQ(round_trip(refuse{std::string(70000, 'r')}).reason, std::string(4096, 'r'));
+}
+
 TEST(Message, UnknownPhaseIsABadField) {
     auto bytes = encode_message(phase{node_phase::done, "x"});
     bytes[message_header_bytes] = std::byte{node_phase_count};  // the first phase value after the known ones
