@@ -2,8 +2,6 @@
 // line, the desc files and the manifests agree on what "64M" means.
 #include "options.hpp"
 
-#include <algorithm>
-
 #include <kaclone/session.hpp>
 #include <kaclone/units.hpp>
 
@@ -42,16 +40,15 @@ CLI::Option* add_duration_option(CLI::App& app, const std::string& name,
     return option->type_name("DURATION")->default_str(std::to_string(duration.count()) + "ms");
 }
 
-CLI::Validator at_least_one() {
+CLI::Validator whole_number(std::uint64_t min, std::uint64_t max, const std::string& what, const std::string& name) {
     return CLI::Validator(
-        [](std::string& text) -> std::string {
-            const bool digits = !text.empty() && text.size() <= 9 &&
-                                std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
-            if (!digits || std::stoul(text) == 0) return "'" + text + "' is not a whole number from 1 to 999999999";
-            return "";
+        [=](std::string& text) -> std::string {
+            return parse_whole(text, min, max) ? "" : "'" + text + "' is not " + what;
         },
-        "COUNT");
+        name);
 }
+
+CLI::Validator at_least_one() { return whole_number(1, 999999999, "a whole number from 1 to 999999999", "COUNT"); }
 
 CLI::Option* add_server_option(CLI::App& app, std::string& server) {
     return app

@@ -27,7 +27,10 @@ CLI::Option* add_duration_option(CLI::App& app, const std::string& name,
 // usage error.
 CLI::Option* add_server_option(CLI::App& app, std::string& server);
 
-// A count of at least 1 (--nodes, --retries, --min): anything else is a usage error saying so.
+// A whole number from `min` to `max` (kaclone::parse_whole); anything else is a usage error
+// "'TEXT' is not WHAT". `name` is the type shown in --help.
+CLI::Validator whole_number(std::uint64_t min, std::uint64_t max, const std::string& what, const std::string& name);
+// A count of at least 1 (--nodes, --retries, --min).
 CLI::Validator at_least_one();
 
 // --key FILE: the session's pre-shared secret (serve, join and go take the same file).

@@ -1,5 +1,4 @@
 // `kaclone serve`: the golden node's side of a session.
-#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -414,13 +413,7 @@ subcommand add_serve(CLI::App& app) {
         ->check(CLI::ExistingFile);
     cmd->add_option("--logs", opts->logs, "With --disk: keep every node's log here (default /var/log/kaclone/SESSION)");
     cmd->add_option("--port", opts->port, "Control port (default: chosen automatically)")
-        ->check(CLI::Validator(
-            [](std::string& text) -> std::string {
-                const bool digits = !text.empty() && text.size() <= 5 &&
-                                    std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
-                return digits && std::stoul(text) >= 1 && std::stoul(text) <= 65535 ? "" : "'" + text + "' is not a port 1..65535";
-            },
-            "PORT"));
+        ->check(whole_number(1, 65535, "a port 1..65535", "PORT"));
     cmd->add_option("--min", opts->min_nodes, "With --wait: start at the deadline if at least this many nodes joined")
         ->check(at_least_one());
     add_duration_option(*cmd, "--wait", opts->wait,

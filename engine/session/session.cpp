@@ -11,6 +11,7 @@
 #include <kaclone/session.hpp>
 
 #include <kaclone/topology.hpp>
+#include <kaclone/units.hpp>
 
 #include <algorithm>
 #include <array>
@@ -759,9 +760,10 @@ asio::awaitable<void> wait_for_reports(report_tally& tally, std::size_t count, c
     }
 }
 
-// The server's heartbeat to every live node (a node that hears nothing for 15 s gives up).
-void queue_heartbeats(healing& heal, const relay_stats& stats) {
-    for (std::uint32_t k = 1; k <= heal.nodes.size(); ++k)
+// The server's heartbeat to every live node from `first` on (a node that hears nothing for
+// 15 s gives up).
+void queue_heartbeats(healing& heal, const relay_stats& stats, std::uint32_t first = 1) {
+    for (std::uint32_t k = first; k <= heal.nodes.size(); ++k)
         if (!heal.failed[k]) heal.outbox.emplace_back(k, protocol::progress{stats.acked_bytes.load()});
 }
 
@@ -1020,9 +1022,8 @@ asio::awaitable<result<serve_report>> serve(asio::io_context& io, tcp::acceptor&
             while (clock::now() < until) {
                 spacing.expires_at(std::min(until, clock::now() + std::chrono::seconds(1)));
                 co_await spacing.async_wait(use_result);
-                const protocol::message beat = protocol::progress{stats.acked_bytes.load()};
-                for (std::size_t j = i; j < nodes.size(); ++j)
-                    if (!heal.failed[j + 1]) (void)co_await write_message(nodes[j].control, beat, nodes[j].address);
+                queue_heartbeats(heal, stats, static_cast<std::uint32_t>(i + 1));  // the released ones are closed
+                co_await send_queued(heal);
             }
         }
         co_await write_message(nodes[i].control, release, nodes[i].address);
@@ -1105,12 +1106,9 @@ result<server_address> parse_server(std::string_view text) {
     }
     if (out.host.empty()) return bad("no host (expected HOST or HOST:PORT)");
     if (has_port) {
-        unsigned value = 0;
-        const bool digits = !port.empty() && port.size() <= 5 &&
-                            std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; });
-        if (digits) value = static_cast<unsigned>(std::stoul(std::string(port)));
-        if (!digits || value == 0 || value > 65535) return bad("port '" + std::string(port) + "' is not a number 1..65535");
-        out.port = static_cast<std::uint16_t>(value);
+        const auto value = parse_whole(port, 1, 65535);
+        if (!value) return bad("port '" + std::string(port) + "' is not a number 1..65535");
+        out.port = static_cast<std::uint16_t>(*value);
     }
     return out;
 }

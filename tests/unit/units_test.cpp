@@ -82,6 +82,14 @@ INSTANTIATE_TEST_SUITE_P(
                       bad_case{"16384P", errc::out_of_range, "'16384P'"},
                       bad_case{"99999999999999999999", errc::out_of_range, "'99999999999999999999'"}));
 
+TEST(ParseWhole, DigitsWithinTheBoundsOnly) {
+    EXPECT_EQ(parse_whole("1", 1, 65535), 1u);
+    EXPECT_EQ(parse_whole("65535", 1, 65535), 65535u);
+    EXPECT_EQ(parse_whole("007", 1, 10), 7u);
+    for (const char* bad : {"", "0", "65536", "99999999999999999999999", "-1", "+1", " 1", "1 ", "1k", "0x10", "1.0"})
+        EXPECT_EQ(parse_whole(bad, 1, 65535), std::nullopt) << "'" << bad << "'";
+}
+
 TEST(ParseDuration, AcceptsUnits) {
     using std::chrono::milliseconds;
     EXPECT_EQ(*parse_duration("60"), milliseconds{60'000});

@@ -243,7 +243,7 @@ public:
         const auto canonical = canonical_type(p.type, table_);
         if (!canonical || *canonical != p.type) return fail(errc::unknown_type, p.line);
         if (!size_ok(p.size)) return fail(errc::bad_size, p.line);
-        if (const std::string bad = column_problem(p, table_); !bad.empty()) return at(errc::bad_column, file_name_, p.line, bad);
+        if (const std::string bad = column_problem(p, table_); !bad.empty()) return fail(errc::bad_column, p.line, bad);
 
         if (table_ == table_kind::gpt) {
             if (++count_ > gpt_max_partitions) return fail(errc::too_many_primaries, p.line);
@@ -265,7 +265,7 @@ public:
     }
 
 private:
-    error fail(errc e, int line) const { return at(e, file_name_, line); }
+    error fail(errc e, int line, std::string_view detail = {}) const { return at(e, file_name_, line, detail); }
 
     table_kind table_;
     std::string_view file_name_;

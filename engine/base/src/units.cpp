@@ -56,6 +56,16 @@ result<std::uint64_t> scale(const number_and_unit& n, double unit, std::string_v
 
 }  // namespace
 
+std::optional<std::uint64_t> parse_whole(std::string_view text, std::uint64_t min, std::uint64_t max) {
+    std::uint64_t value = 0;
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    // from_chars takes no '+' or blank, but a '-' it does: a leading digit is required.
+    if (text.empty() || !std::isdigit(static_cast<unsigned char>(text.front())) || ec != std::errc{} ||
+        end != text.data() + text.size() || value < min || value > max)
+        return std::nullopt;
+    return value;
+}
+
 result<std::uint64_t> parse_bytes(std::string_view text, std::uint64_t default_unit) {
     auto n = split(text);
     if (!n) return std::move(n).error();

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -20,6 +21,10 @@ result<std::uint64_t> parse_bytes(std::string_view text, std::uint64_t default_u
 // Parses a duration: a number with an optional unit ms, s, m, h (a bare number is seconds).
 // Same errors as parse_bytes.
 result<std::chrono::milliseconds> parse_duration(std::string_view text);
+
+// A whole decimal number from `min` to `max`, written with digits only (no sign, blank or
+// unit): a count or a port on a command line. Nothing otherwise.
+std::optional<std::uint64_t> parse_whole(std::string_view text, std::uint64_t min, std::uint64_t max);
 
 // "512 B", "64 MiB", "1.50 GiB", "12.3 MiB": binary units, exact multiples without decimals,
 // others with three significant digits.
