@@ -31,7 +31,6 @@ struct disk_sink::shared {
     node_status* status = nullptr;
     image::log_fn say;
     std::atomic<std::uint32_t> node{0};
-    std::atomic<bool> abandoned{false};  // the join failed before its session started
     unique_fd read;
     // Set by the thread, read after it is joined.
     std::optional<error> failure;
@@ -157,7 +156,7 @@ void disk_sink::shared::receive() {
     };
     if (auto ok = run(); !ok) {
         failure = ok.error();
-        if (abandoned) return;  // the session never started: nothing to say
+        if (node == 0) return;  // never assigned: the join failed before its session started
         log("failed: " + ok.error().message());
         phase(protocol::node_phase::failed, ok.error().message());
     }
@@ -195,8 +194,6 @@ result<disk_sink> disk_sink::start(const disk_sink_options& options, node_status
 disk_sink::disk_sink(disk_sink&&) noexcept = default;
 
 void disk_sink::set_node(std::uint32_t node) noexcept { state_->node = node; }
-
-void disk_sink::abandon() noexcept { state_->abandoned = true; }
 
 void disk_sink::unmount_all() {
     if (!state_->plan) return;

@@ -42,8 +42,6 @@ public:
     local_sink sink() const noexcept { return {write_.get(), sink_kind::sequential}; }
     // This node's number in the session (NODE_INDEX for hooks without a hostnames file).
     void set_node(std::uint32_t node) noexcept;
-    // The join failed before its session started: an empty stream is not a clone that failed.
-    void abandon() noexcept;
     // After the stream: waits for the extraction, syncs, runs the fixups, unmounts. The error
     // of the first thing that failed.
     result<void> finish();

@@ -48,7 +48,6 @@ int run_join(const CLI::App& command, const join_options& opts) {
         return usage_error(command, "--hostname: '" + opts.hostname + "' is not a valid host name");
     if (!opts.disk.empty() && !opts.yes)
         return usage_error(command, "--disk " + opts.disk + " is erased: confirm with --yes");
-    std::error_code dir_ec;
     struct stat sink_st {};
     const bool sink_device = opts.exec.empty() && !opts.sink.empty() && ::stat(opts.sink.c_str(), &sink_st) == 0 &&
                              S_ISBLK(sink_st.st_mode);
@@ -62,6 +61,7 @@ int run_join(const CLI::App& command, const join_options& opts) {
         return exit_failed;
     }
     // A directory is a tree's target: image::extract_tree on a thread, fed by a pipe.
+    std::error_code dir_ec;
     const bool tree = opts.exec.empty() && std::filesystem::is_directory(opts.sink, dir_ec);
     std::optional<tree_sink> tree_target;
     std::optional<opened_sink> sink;
@@ -114,10 +114,11 @@ int run_join(const CLI::App& command, const join_options& opts) {
             auto started = opened_sink::exec(opts.exec);
             if (!started) return std::move(started).error();
             sink.emplace(*std::move(started));
-        } else if (sink) {
-            if (auto ok = sink->begin(); !ok) return std::move(ok).error();
+            return sink->sink();
         }
-        return config.sink = clone ? clone->sink() : tree_target ? tree_target->sink() : sink->sink();
+        if (sink)
+            if (auto ok = sink->begin(); !ok) return std::move(ok).error();
+        return config.sink;
     };
     if (clone) {
         config.status = &status;
@@ -126,9 +127,7 @@ int run_join(const CLI::App& command, const join_options& opts) {
     config.relay = opts.relay;
     config.on_tick = [&progress](const relay_stats& s) { progress.update(s.stored_bytes.load()); };
     config.log = say;
-    bool assigned = false;
-    config.on_event = [&opts, &clone, &assigned](const session_event& e) {
-        if (e.what == session_event::kind::assigned) assigned = true;
+    config.on_event = [&opts, &clone](const session_event& e) {
         if (clone && e.what == session_event::kind::assigned) clone->set_node(e.node);
         if (opts.json) print_json_line(event_json(opts.session, e));
     };
@@ -142,7 +141,6 @@ int run_join(const CLI::App& command, const join_options& opts) {
         finished = error{finished.error().code, "extracting into " + opts.sink + ": " + finished.error().where};
     if (!report || !finished) {
         if (sink) sink->discard_if_unused();
-        if (clone && !assigned) clone->abandon();
         // A command that died makes the stream fail with a broken pipe: its exit status is the reason.
         std::string why = !report ? report.error().message() : finished.error().message();
         if (!report && !finished) why += " (" + finished.error().message() + ")";
