@@ -6,18 +6,18 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 command -v python3 >/dev/null || skip "needs python3"
 
-port=$((40000 + $$ % 20000))
-timeout 60 python3 "$KACLONE_SRC/tests/e2e_tools/reset_source.py" "$KACLONE" --session srcfail --nodes 1 --port "$port" \
+timeout 60 python3 "$KACLONE_SRC/tests/e2e_tools/reset_source.py" "$KACLONE" --session srcfail --nodes 1 \
     >"$work/serve.out" 2>"$work/serve.err" &
 serve_pid=$!
 on_exit "kill $serve_pid 2>/dev/null"
-# the join connects once serve listens (it says so); at most 10 s
+# the join connects once serve listens, to the control port serve chose and names; at most 10 s
 for _ in $(seq 100); do
     grep -q "waiting for 1 nodes" "$work/serve.err" && break
     kill -0 "$serve_pid" 2>/dev/null || break
     sleep 0.1
 done
-grep -q "waiting for 1 nodes" "$work/serve.err" || fail "serve did not start listening: $(cat "$work/serve.err")"
+port=$(sed -nE 's/.*waiting for 1 nodes \(control port ([0-9]+)\)$/\1/p' "$work/serve.err")
+[ -n "$port" ] || fail "serve did not start listening: $(cat "$work/serve.err")"
 run_capture timeout 60 "$KACLONE" join --session srcfail --server "127.0.0.1:$port" --retries 10 --sink "$work/sink"
 set +e
 wait "$serve_pid"
