@@ -179,6 +179,24 @@ TEST(Message, LongStringsAreCutToWhatTheDecoderTakes) {
     EXPECT_EQ(round_trip(refuse{std::string(70000, 'r')}).reason, std::string(4096, 'r'));
 }
 
+TEST(Message, AStatusAnswerOfThousandsOfNodesFits) {
+    // 3000 failed nodes, each with a 200-byte reason: about 700 KiB, over the 64 KiB that
+    // every other message is held to.
+    status_answer big{"running: 3000 of 3000 nodes finished", 1u << 30, {}};
+    for (std::uint32_t k = 1; k <= 3000; ++k)
+        big.rows.push_back({k, "node" + std::to_string(k), "10.1." + std::to_string(k / 256) + "." + std::to_string(k % 256),
+                            "10.0.0.1", node_phase::failed, 12345, 0, std::string(200, 'r')});
+    ASSERT_GT(encode_message(big).size(), 600u << 10);
+    EXPECT_EQ(round_trip(big), big);
+
+    auto bytes = encode_message(refuse{"x"});
+    const std::uint32_t over = max_message_body_bytes + 1;
+    for (std::size_t i = 0; i < 4; ++i) bytes[8 + i] = std::byte{static_cast<std::uint8_t>(over >> (8 * i))};
+    const auto h = decode_message_header(std::span<const std::byte>(bytes).first<message_header_bytes>(), "peer");
+    ASSERT_FALSE(h.has_value());
+    EXPECT_EQ(h.error().code, errc::oversized);
+}
+
 TEST(Message, UnknownPhaseIsABadField) {
     auto bytes = encode_message(phase{node_phase::done, "x"});
     bytes[message_header_bytes] = std::byte{node_phase_count};  // the first phase value after the known ones

@@ -117,6 +117,9 @@ private:
 // version can always be told so in words.
 inline constexpr std::size_t message_header_bytes = 12;
 inline constexpr std::uint32_t max_message_body_bytes = 64u << 10;
+// Except the status answer: the whole session's table, read only by `kaclone status` (about
+// 250 bytes a row with a failure's reason, 70 without; the server leaves out what does not fit).
+inline constexpr std::uint32_t max_status_body_bytes = 16u << 20;
 
 struct child_slot {
     std::uint32_t node = 0;
@@ -299,6 +302,10 @@ struct peer_lost {
 // Alternatives are only appended: a message's type number is its index + 1.
 using message = std::variant<hello, refuse, assign, progress, done, release, data_hello, data_accept, go, go_answer,
                              challenge, proof, phase, log_lines, status_ask, status_answer, reparent, adopt, peer_lost>;
+
+// The largest body a message of wire type `type` may have (max_message_body_bytes, or
+// max_status_body_bytes for a status answer).
+std::uint32_t max_body_bytes(std::uint16_t type) noexcept;
 
 // Header + body of one message.
 std::vector<std::byte> encode_message(const message& m);
