@@ -143,7 +143,14 @@ protected:
         bool complete = false;
         bool send_inflight = false;
         std::uint64_t sent_pos = 0;  // wire position handed to its socket (or its pipe)
-        std::deque<std::uint64_t> zc_pending;  // SEND_ZC: sent up to here, notification pending
+        // Sends whose bytes are not released yet, in order: sent up to `upto`; `held` while the
+        // kernel's SEND_ZC notification is still to come. A plain send (SEND_ZC refused, or
+        // zerocopy off) queues behind held ones with held false: it releases with them.
+        struct sent_mark {
+            std::uint64_t upto;
+            bool held;
+        };
+        std::deque<sent_mark> zc_pending;
         bool holds() const noexcept { return st != state::gone; }
     };
 
@@ -341,12 +348,19 @@ protected:
             c.send_inflight = true;
         }
     }
+    // Gives the ring back what the child's sends no longer need, up to the oldest still held.
+    void release_sent(child_link& c) {
+        while (!c.zc_pending.empty() && !c.zc_pending.front().held) {
+            if (c.reader) ring_.consume(*c.reader, static_cast<std::size_t>(c.zc_pending.front().upto - ring_.read_position(*c.reader)));
+            c.zc_pending.pop_front();
+        }
+    }
     void on_forward(const io_uring_cqe& cqe, child_link& c) {
         if (cqe.flags & IORING_CQE_F_NOTIF) {  // the kernel is done with the oldest zc send
-            if (c.zc_pending.empty()) return;  // a place given up meanwhile
-            if (c.reader) ring_.consume(*c.reader, static_cast<std::size_t>(c.zc_pending.front() - ring_.read_position(*c.reader)));
-            c.zc_pending.pop_front();
-            return;
+            const auto oldest = std::find_if(c.zc_pending.begin(), c.zc_pending.end(), [](const auto& m) { return m.held; });
+            if (oldest == c.zc_pending.end()) return;  // a place given up meanwhile
+            oldest->held = false;
+            return release_sent(c);
         }
         c.send_inflight = false;
         const bool notification_follows = cqe.flags & IORING_CQE_F_MORE;
@@ -356,9 +370,8 @@ protected:
             return;
         }
         if (cqe.res > 0) c.sent_pos += static_cast<std::uint64_t>(cqe.res);
-        if (notification_follows) c.zc_pending.push_back(c.sent_pos);  // keeps each notification's place in line
-        else if (c.zc_pending.empty()) ring_.consume(*c.reader, static_cast<std::size_t>(c.sent_pos - ring_.read_position(*c.reader)));
-        else c.zc_pending.push_back(c.sent_pos);  // behind earlier notifications
+        c.zc_pending.push_back({c.sent_pos, notification_follows});
+        release_sent(c);
         if (cqe.res > 0 || interrupted(cqe.res)) return;
         if ((cqe.res == -EINVAL || cqe.res == -EOPNOTSUPP) && zerocopy_works_) {
             zerocopy_works_ = false;  // kernel or socket without SEND_ZC: plain send from now on
