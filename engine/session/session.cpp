@@ -16,7 +16,9 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
+#include <list>
 #include <map>
+#include <memory>
 #include <optional>
 #include <thread>
 
@@ -486,55 +488,121 @@ struct child_door {
     std::vector<unique_fd> sockets;                   // accepted: open until the session ends
 };
 
-// Accepts data connections for the whole session (until the acceptor is closed): an expected
-// child that proves the key is handed to the data plane with where it resumes; anyone else is
-// refused with one log line. One handshake at a time, each bounded by 5 s.
+// What a data acceptor's handshakes share: the door they lead to, and the handshakes still in
+// flight, oldest first. Owned by the accept loop and by every handshake, so that whichever
+// coroutine frame goes last (also when the io_context is torn down) frees it.
+struct data_handshakes {
+    struct pending {
+        std::shared_ptr<tcp::socket> socket;
+        bool named = false;  // sent the hello of an expected child: never cut off for room
+    };
+    data_handshakes(tcp::acceptor& a, const std::string& s, const std::optional<auth::session_key>& k, child_door& d, const log_fn& l)
+        : acceptor(a), session(s), key(k), door(d), log(l), idle(a.get_executor()) {}
+    tcp::acceptor& acceptor;
+    const std::string& session;
+    const std::optional<auth::session_key>& key;
+    child_door& door;
+    const log_fn& log;
+    std::list<pending> open;
+    asio::steady_timer idle;  // woken when a handshake ends
+    std::size_t cut_off = 0;  // connections cut off for room since the last log line about it
+    clock::time_point cut_told{};
+};
+
+// One data connection's handshake: an expected child that proves the key is handed to the
+// data plane with where it resumes; anyone else is refused with one log line. 5 s per answer.
+asio::awaitable<void> admit_child(std::shared_ptr<data_handshakes> hs, std::list<data_handshakes::pending>::iterator me,
+                                  tcp::endpoint remote) {
+    struct leave {  // on every way out, also when the frame is destroyed unresumed
+        std::shared_ptr<data_handshakes> hs;
+        std::list<data_handshakes::pending>::iterator me;
+        ~leave() {
+            hs->open.erase(me);
+            hs->idle.cancel();
+        }
+    } guard{hs, me};
+    tcp::socket& socket = *me->socket;
+    const auto closed = [&hs] { return !hs->acceptor.is_open(); };
+    const std::string peer = endpoint_text(remote);
+    auto m = co_await read_message(socket, peer, std::chrono::seconds(5));
+    if (closed()) co_return;
+    const auto* hello = m ? std::get_if<protocol::data_hello>(&*m) : nullptr;
+    std::string refusal;
+    if (hello == nullptr) {
+        refusal = m ? "expected a data hello" : m.error().code.message();
+    } else {
+        const auto slot = hs->door.expected.find(hello->node);
+        if (hello->session != hs->session || slot == hs->door.expected.end() || slot->second != remote.address().to_string())
+            refusal = "not an assigned child that is still to connect";
+    }
+    if (!refusal.empty()) {
+        const bool cut = !m && m.error().code == asio::error::operation_aborted;  // for room: told in one line
+        if (hs->log && !cut) hs->log("refused data connection from " + peer + ": " + refusal);
+        const protocol::message refused = protocol::data_accept{false, refusal};
+        if (m) co_await write_message(socket, refused, peer);
+        co_return;
+    }
+    me->named = true;
+    auto proved = co_await demand_proof(socket, peer, hs->key, hs->session, role::data_child, role::data_parent, std::chrono::seconds(5));
+    if (closed()) co_return;
+    if (!proved) {
+        if (hs->log) hs->log("refused data connection from " + peer + ": " + failed_proof(proved.error()));
+        co_return;  // demand_proof told the peer
+    }
+    const protocol::message welcome = protocol::data_accept{true, ""};
+    auto w = co_await write_message(socket, welcome, peer);
+    if (closed() || !w || !hs->door.expected.contains(hello->node)) co_return;  // gone meanwhile (it failed)
+    asio::error_code ignored;
+    socket.set_option(tcp::no_delay(true), ignored);
+    auto fd = hand_over(socket, peer);
+    if (!fd) {
+        if (hs->log) hs->log(fd.error().message());
+        co_return;
+    }
+    hs->door.expected.erase(hello->node);
+    hs->door.sockets.push_back(*std::move(fd));
+    hs->door.control->attach_child({hello->node, hs->door.sockets.back().get(), hello->resume_offset, hello->acked, hello->complete});
+}
+
+// Accepts data connections for the whole session (until the acceptor is closed), each
+// handshake on its own, so that a silent or slow peer holds up nobody. At most
+// `max_handshakes` at once: beyond that the oldest that has not named itself an expected
+// child is cut off, so that a flood of silent connections cannot keep a child out. Returns
+// once every handshake has ended: they are cut short when the acceptor closes.
 asio::awaitable<void> accept_data(tcp::acceptor& acceptor, const std::string& session, const std::optional<auth::session_key>& key,
                                   child_door& door, const log_fn& log) {
+    constexpr std::size_t max_handshakes = 64;
+    auto hs = std::make_shared<data_handshakes>(acceptor, session, key, door, log);
     for (;;) {
         auto [ec, socket] = co_await acceptor.async_accept(use_result);
-        if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
-        if (ec) continue;  // e.g. the peer reset before we accepted
+        if (ec == asio::error::operation_aborted || !acceptor.is_open()) break;
+        if (ec) continue;  // e.g. the peer reset before we accepted, or out of fds for a moment
         asio::error_code gone;
         const auto remote = socket.remote_endpoint(gone);
         if (gone) continue;  // reset before we looked
-        const std::string peer = endpoint_text(remote);
-        auto m = co_await read_message(socket, peer, std::chrono::seconds(5));
-        if (!acceptor.is_open()) co_return;
-        const auto* hello = m ? std::get_if<protocol::data_hello>(&*m) : nullptr;
-        std::string refusal;
-        if (hello == nullptr) {
-            refusal = m ? "expected a data hello" : m.error().code.message();
-        } else {
-            const auto slot = door.expected.find(hello->node);
-            if (hello->session != session || slot == door.expected.end() || slot->second != remote.address().to_string())
-                refusal = "not an assigned child that is still to connect";
-        }
-        if (refusal.empty()) {
-            auto proved = co_await demand_proof(socket, peer, key, session, role::data_child, role::data_parent, std::chrono::seconds(5));
-            if (!acceptor.is_open()) co_return;
-            if (!proved) {
-                if (log) log("refused data connection from " + peer + ": " + failed_proof(proved.error()));
-                continue;  // demand_proof told the peer
+        if (hs->open.size() >= max_handshakes) {
+            const auto oldest = std::find_if(hs->open.begin(), hs->open.end(), [](const auto& p) { return !p.named; });
+            if (oldest == hs->open.end()) continue;  // every one is an expected child: the newcomer is not
+            oldest->socket->close(gone);  // its handshake ends at once
+            oldest->named = true;         // and is not cut twice
+            ++hs->cut_off;
+            if (log && clock::now() - hs->cut_told >= std::chrono::seconds(10)) {
+                log("data port: " + std::to_string(max_handshakes) + " connections are still to say who they are; cut off " +
+                    std::to_string(hs->cut_off) + " of them, the oldest first");
+                hs->cut_off = 0;
+                hs->cut_told = clock::now();
             }
-            const protocol::message welcome = protocol::data_accept{true, ""};
-            auto w = co_await write_message(socket, welcome, peer);
-            if (!acceptor.is_open()) co_return;
-            if (!w || !door.expected.contains(hello->node)) continue;  // gone meanwhile (it failed)
-            socket.set_option(tcp::no_delay(true), gone);
-            auto fd = hand_over(socket, peer);
-            if (!fd) {
-                if (log) log(fd.error().message());
-                continue;
-            }
-            door.expected.erase(hello->node);
-            door.sockets.push_back(*std::move(fd));
-            door.control->attach_child({hello->node, door.sockets.back().get(), hello->resume_offset, hello->acked, hello->complete});
-            continue;
         }
-        if (log) log("refused data connection from " + peer + ": " + refusal);
-        const protocol::message refused = protocol::data_accept{false, refusal};
-        if (m) co_await write_message(socket, refused, peer);
+        hs->open.push_back({std::make_shared<tcp::socket>(std::move(socket)), false});
+        asio::co_spawn(acceptor.get_executor(), admit_child(hs, std::prev(hs->open.end()), remote), asio::detached);
+    }
+    for (auto& p : hs->open) {
+        asio::error_code ignored;
+        p.socket->close(ignored);
+    }
+    while (!hs->open.empty()) {
+        hs->idle.expires_at(clock::time_point::max());
+        co_await hs->idle.async_wait(use_result);
     }
 }
 
@@ -640,29 +708,71 @@ struct healing {
         if (wake) wake();
     }
 
+    // The data connection from parent[k] to k broke while both live: k reconnects to the same
+    // parent and resumes at the byte it has (its parent keeps what k's subtree has not
+    // acknowledged). Three times per node; a link that keeps breaking fails k.
+    std::vector<unsigned> relinks;  // by node
+    void relink(std::uint32_t k, const std::string& why) {
+        if (failed[k] || stream_done || report.nodes[k - 1].phase == protocol::node_phase::done) return;
+        const std::uint32_t up = parent[k];
+        if (++relinks[k] > 3) return fail(k, "its data connection to " + name_of(up) + " broke " + std::to_string(relinks[k]) + " times: " + why);
+        if (config.log)
+            config.log("the data connection from " + name_of(up) + " to " + name_of(k) + " broke (" + why + "); node " +
+                       std::to_string(k) + " reconnects to " + (up == 0 ? "it" : "node " + std::to_string(up)) + " and resumes where it is");
+        restart_flow(k);
+        relinked_at[k] = clock::now();
+        const std::string address = nodes[k - 1].address;
+        if (up == 0) {
+            door.expected[k] = address;
+            source.replace_child(k, {k});
+        } else {
+            outbox.emplace_back(up, protocol::adopt{k, {{k, address}}});
+        }
+        outbox.emplace_back(k, protocol::reparent{up, report.nodes[k - 1].parent_address, up == 0 ? server_port : nodes[up - 1].data_port});
+        if (wake) wake();
+    }
+
     // A node's report that its data connection to `about` broke: believed when `about` is its
     // parent or child now (a report about a node that already moved away is late news), and
     // acted on after a grace of 1 s, so that a node that failed on its own says why first (a
-    // dead one loses its control connection at once).
+    // dead one loses its control connection at once). When both ends report the same link, or
+    // the parent is the server (which is not lost: it is here), the link broke, not a node.
     struct suspicion {
-        std::uint32_t node;
+        std::uint32_t node;      // the one accused
+        std::uint32_t reporter;  // its parent or child
         clock::time_point since;
-        std::string why;
+        std::string why;         // the reporter's words
     };
     std::vector<suspicion> suspects;
     void neighbour_lost(std::uint32_t reporter, const protocol::peer_lost& p) {
-        if (p.node == 0 || p.node >= parent.size() || failed[p.node]) return;
+        if (p.node >= parent.size() || failed[p.node]) return;
         const auto& mine = children[reporter];
         if (parent[reporter] != p.node && std::find(mine.begin(), mine.end(), p.node) == mine.end()) return;
-        suspects.push_back({p.node, clock::now(), name_of(reporter) + " lost its data connection to it: " + p.reason});
+        suspects.push_back({p.node, reporter, clock::now(), p.reason});
     }
     void judge_suspects() {
         const auto now = clock::now();
-        for (const auto& s : std::exchange(suspects, {})) {
-            if (now - s.since < std::chrono::seconds(1)) suspects.push_back(s);
-            else fail(s.node, s.why);
+        const std::vector<suspicion> all = std::exchange(suspects, {});
+        for (const auto& s : all) {
+            if (now - s.since < std::chrono::seconds(1)) {
+                suspects.push_back(s);
+                continue;
+            }
+            // A failed reporter's word counts no more (it may have failed for its own reasons),
+            // nor news of a link that is gone: an end failed or moved, or it was relinked since.
+            if (failed[s.reporter] || failed[s.node]) continue;
+            const bool up_lost = parent[s.reporter] == s.node;
+            const std::uint32_t child = up_lost ? s.reporter : s.node, up = up_lost ? s.node : s.reporter;
+            if (parent[child] != up || s.since < relinked_at[child] + std::chrono::seconds(2)) continue;
+            const bool mutual = std::any_of(all.begin(), all.end(), [&](const suspicion& t) {
+                return t.node == s.reporter && t.reporter == s.node;
+            });
+            if (up == 0 || mutual) relink(child, name_of(s.reporter) + " says: " + s.why);
+            else fail(s.node, name_of(s.reporter) + " lost its data connection to it: " + s.why);
         }
     }
+    std::vector<clock::time_point> relinked_at;  // by node
+
 
     // Flow, by node ([0]: the server): the last seconds of reports (--drop-slow) and the last
     // progress (the data-stall rule); since when a node has been the one holding everyone back.
@@ -902,7 +1012,7 @@ asio::awaitable<result<serve_report>> serve(asio::io_context& io, tcp::acceptor&
     door.control = source_control->get();
     data_plane plane{io};
     healing heal{config, nodes, report, door, **source_control, server_address, data.local_endpoint().port(),
-                 [&plane] { plane.wake.cancel(); }, {}, {}, {}, {}, false, {}, {}, {}, {}, {}, flow::history{}, 0};
+                 [&plane] { plane.wake.cancel(); }, {}, {}, {}, {}, false, {}, {}, {}, {}, {}, {}, {}, flow::history{}, 0};
     heal.parent.assign(nodes.size() + 1, 0);
     heal.children.assign(nodes.size() + 1, {});
     heal.failed.assign(nodes.size() + 1, false);
@@ -910,6 +1020,8 @@ asio::awaitable<result<serve_report>> serve(asio::io_context& io, tcp::acceptor&
     heal.views.assign(nodes.size() + 1, {});
     heal.slow_since.assign(nodes.size() + 1, {});
     heal.slow_children.assign(nodes.size() + 1, 0);
+    heal.relinks.assign(nodes.size() + 1, 0);
+    heal.relinked_at.assign(nodes.size() + 1, {});
     for (std::size_t slot = 0; slot <= nodes.size(); ++slot) {
         heal.parent[slot] = static_cast<std::uint32_t>(plan[slot].parent);
         for (std::size_t child : plan[slot].children) heal.children[slot].push_back(static_cast<std::uint32_t>(child));
@@ -1299,6 +1411,8 @@ struct node_run : std::enable_shared_from_this<node_run> {
     bool released = false;
     bool server_gone = false;
     std::string dropped;  // the server's reason when it cut this node off
+    std::optional<error> gave_up;  // why this node stopped on its own (it reports it)
+    bool blamed_parent = false;    // reported a parent it could not reach (once per session)
     clock::time_point server_heard = clock::now();  // the server says something every second
 
     // A server not heard for 15 s is gone for this node (its host, or this node's link, is
@@ -1307,6 +1421,11 @@ struct node_run : std::enable_shared_from_this<node_run> {
         if (released || server_gone || clock::now() - server_heard < std::chrono::seconds(15)) return;
         server_gone = true;
         if (dropped.empty()) dropped = "no word from the server for 15 s (its host or this node's link is down)";
+        relay->stop();
+    }
+    void give_up(error why) {
+        if (gave_up || !dropped.empty()) return;
+        gave_up = std::move(why);
         relay->stop();
     }
 };
@@ -1389,9 +1508,20 @@ std::vector<protocol::message> tend_parent(node_run& run, asio::io_context& io, 
             if (++run.attempts < 5) {
                 run.moved_to = run.trying;
                 run.retry_at = clock::now() + std::chrono::milliseconds(500);
+            } else if (run.parent_node != 0 && !run.blamed_parent) {
+                // Its parent is failed and this node moves on to the next one up. Once only: a
+                // node that cannot reach a second parent either (nor ever the server) is the
+                // one cut off, and fails itself rather than take its ancestors down one by one.
+                run.blamed_parent = true;
+                out.push_back(protocol::peer_lost{run.parent_node, run.resume_at.offset, got.error().message()});
+            } else {
+                run.give_up(error{got.error().code, "no data connection to " +
+                                                        (run.parent_node == 0 ? std::string("the server")
+                                                                              : "parent node " + std::to_string(run.parent_node)) +
+                                                        " after 5 attempts (" + got.error().where + ")"});
             }
-            else out.push_back(protocol::peer_lost{run.parent_node, run.resume_at.offset, got.error().message()});
         } else if (got && !run.moved_to) {  // else a newer parent is to be used: this one is dropped
+            run.attempts = 0;
             auto fd = hand_over(*got, run.parent_address);
             if (!fd) out.push_back(protocol::peer_lost{run.parent_node, run.resume_at.offset, fd.error().message()});
             else {
@@ -1413,7 +1543,8 @@ std::vector<protocol::message> tend_parent(node_run& run, asio::io_context& io, 
             if (to.address != run.trying.address || to.port != run.trying.port) run.attempts = 0;
             run.trying = to;
             if (config.log && !run.parent_address.empty() && run.attempts == 0)
-                config.log("parent " + run.parent_address + " failed; " +
+                config.log((to.address == run.parent_address ? "the data connection to parent " + run.parent_address + " broke; "
+                                                             : "parent " + run.parent_address + " failed; ") +
                            (stream_over ? "telling " + to.address + " that this node has the whole stream"
                                         : "resuming from " + to.address + " at wire byte " + std::to_string(run.resume_at.wire)));
             run.parent_node = to.node;
@@ -1532,6 +1663,9 @@ asio::awaitable<result<join_report>> join(asio::io_context& io, const join_confi
         co_await report_to_server(*run, config, stats, out, server_text);
     }
     const bool stream_ok = plane.outcome->has_value();
+    // Stopped by give_up (not by a failure of its own): the reason is give_up's.
+    const bool stopped = !stream_ok && plane.outcome->error().code == std::errc::operation_canceled;
+    const std::optional<error> gave_up = stopped || stream_ok ? run->gave_up : std::nullopt;
     // The node's own work after the stream (extraction's end, fixups); it keeps reporting.
     std::optional<error> after_failed;
     if (stream_ok && config.after_stream) {
@@ -1548,16 +1682,19 @@ asio::awaitable<result<join_report>> join(asio::io_context& io, const join_confi
     if (config.status != nullptr) config.status->on_change({});
     const auto wall = clock::now() - started;
     protocol::done d;
-    d.ok = stream_ok && !after_failed;
+    d.ok = stream_ok && !after_failed && !gave_up;
     d.seconds = std::chrono::duration<double>(wall).count();
     if (d.ok) {
         d.stored_bytes = (*plane.outcome)->bytes;
         d.digest = (*plane.outcome)->digest;
     } else {
         d.stored_bytes = stats.stored_bytes.load();
-        // The data plane's own error, unless it only stopped because the server dropped this node.
-        const bool stopped = !stream_ok && plane.outcome->error().code == std::errc::operation_canceled;
-        d.message = after_failed ? after_failed->message() : stopped && !run->dropped.empty() ? run->dropped : plane.outcome->error().message();
+        // The data plane's own error, unless it only stopped because the server dropped this
+        // node or the node gave up.
+        d.message = after_failed                       ? after_failed->message()
+                    : gave_up                          ? gave_up->message()
+                    : stopped && !run->dropped.empty() ? run->dropped
+                                                       : plane.outcome->error().message();
     }
     auto out = tend_parent(*run, io, config, assignment.node, true, d.ok);
     // A server that dropped this node, or is gone, reads nothing more: no report is sent (a
@@ -1569,8 +1706,8 @@ asio::awaitable<result<join_report>> join(asio::io_context& io, const join_confi
     }
     std::optional<error> failure;
     if (after_failed) failure = *std::move(after_failed);
-    else if (!d.ok && plane.outcome->error().code == std::errc::operation_canceled && !run->dropped.empty())
-        failure = session_error(session_errc::refused, run->dropped);
+    else if (gave_up) failure = *gave_up;
+    else if (stopped && !run->dropped.empty()) failure = session_error(session_errc::refused, run->dropped);
     else if (!d.ok) failure = std::move(*plane.outcome).error();
     // Until the release (the server closes the connection after it) this node may still be
     // given a new parent, to tell it that this subtree has everything.
