@@ -307,25 +307,40 @@ struct admission {
 protocol::status_answer status_of(const serve_config& config, const admission& state) {
     protocol::status_answer a;
     a.expected_bytes = config.expected_bytes != 0 ? config.expected_bytes : config.source_bytes;
+    // Rows up to what the answer may carry (max_status_body_bytes, less room for the state);
+    // the rest are counted in the state line.
+    std::size_t left_out = 0, bytes = 0;
+    const auto add = [&](protocol::status_row row) {
+        const std::size_t row_bytes = 4 + 1 + 8 + 8 + 4 * 2 + std::min<std::size_t>(row.name.size(), 4096) + row.address.size() +
+                                      row.parent_address.size() + row.detail.size();
+        if (bytes + row_bytes > protocol::max_status_body_bytes - 8192 || a.rows.size() == 65535) {
+            ++left_out;
+            return;
+        }
+        bytes += row_bytes;
+        a.rows.push_back(std::move(row));
+    };
+    const auto left_out_text = [&] {
+        return left_out == 0 ? std::string() : " (" + std::to_string(left_out) + " nodes left out of this answer: too many to send)";
+    };
     if (state.nodes == nullptr) {
-        a.state = "waiting for nodes: " + std::to_string(state.joined.size()) + " of " + std::to_string(config.nodes) + " joined";
         for (const auto& n : state.joined) {
             protocol::status_row row;
             row.name = n.name;
             row.address = n.address;
-            a.rows.push_back(std::move(row));
+            add(std::move(row));
         }
+        a.state = "waiting for nodes: " + std::to_string(state.joined.size()) + " of " + std::to_string(config.nodes) + " joined" +
+                  left_out_text();
         return a;
     }
     std::size_t finished = 0;
     for (const auto& n : *state.nodes) {
-        protocol::status_row row{n.node, n.name, n.address, n.parent_address, n.phase, n.stored_bytes, n.bytes_per_second,
-                                 n.detail.substr(0, 200)};
         if (n.phase == protocol::node_phase::done || n.phase == protocol::node_phase::failed) ++finished;
-        a.rows.push_back(std::move(row));
+        add({n.node, n.name, n.address, n.parent_address, n.phase, n.stored_bytes, n.bytes_per_second, n.detail.substr(0, 200)});
     }
     a.state = std::string(state.finishing ? "stream ended, nodes finishing" : "running") + ": " + std::to_string(finished) +
-              " of " + std::to_string(state.nodes->size()) + " nodes finished";
+              " of " + std::to_string(state.nodes->size()) + " nodes finished" + left_out_text();
     return a;
 }
 
