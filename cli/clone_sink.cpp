@@ -31,6 +31,7 @@ struct disk_sink::shared {
     node_status* status = nullptr;
     image::log_fn say;
     std::atomic<std::uint32_t> node{0};
+    std::atomic<bool> abandoned{false};  // the join stopped: a stream cut short is no news
     unique_fd read;
     // Set by the thread, read after it is joined.
     std::optional<error> failure;
@@ -156,7 +157,7 @@ void disk_sink::shared::receive() {
     };
     if (auto ok = run(); !ok) {
         failure = ok.error();
-        if (node == 0) return;  // never assigned: the join failed before its session started
+        if (node == 0 || abandoned) return;  // never assigned (the join failed before its session started), or stopped
         log("failed: " + ok.error().message());
         phase(protocol::node_phase::failed, ok.error().message());
     }
@@ -208,9 +209,12 @@ void disk_sink::unmount_all() {
 
 disk_sink::~disk_sink() {
     if (!state_ || finished_) return;
+    state_->abandoned = true;
     write_.reset();
     if (thread_.joinable()) thread_.join();
+    if (!state_->plan) return;
     unmount_all();
+    state_->log("stopped before the clone was complete: everything unmounted, " + state_->options.disk + " holds no usable clone");
 }
 
 result<void> disk_sink::shared::fix_up() {

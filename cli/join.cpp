@@ -141,6 +141,7 @@ int run_join(const CLI::App& command, const join_options& opts) {
         finished = error{finished.error().code, "extracting into " + opts.sink + ": " + finished.error().where};
     if (!report || !finished) {
         if (sink) sink->discard_if_unused();
+        clone.reset();  // unmounts what it mounted, and says so, before the reason
         // A command that died makes the stream fail with a broken pipe: its exit status is the reason.
         std::string why = !report ? report.error().message() : finished.error().message();
         if (!report && !finished) why += " (" + finished.error().message() + ")";

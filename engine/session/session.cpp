@@ -37,6 +37,7 @@
 #include <asio/local/datagram_protocol.hpp>
 #include <asio/post.hpp>
 #include <asio/read.hpp>
+#include <asio/signal_set.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
 #include <asio/write.hpp>
@@ -56,6 +57,7 @@ const char* describe(session_errc e) noexcept {
         case session_errc::no_server: return "no server answered";
         case session_errc::refused: return "refused by the server";
         case session_errc::timeout: return "timed out";
+        case session_errc::interrupted: return "stopped by a signal";
     }
     return "unknown session error";
 }
@@ -989,8 +991,34 @@ void check_flow(healing& heal, const relay_stats& stats) {
     heal.fail(slow->node, "too slow: " + why);
 }
 
+// SIGINT and SIGTERM. The first stops the session the way a failure does (`act`, which
+// changes as it goes): a node before its stream at once, with nothing written, and after it
+// with its data plane stopped, the server told why and the caller cleaning up (unmounting,
+// removing what it created); the server drops every node that is not done, saying why. The
+// handler is then removed, so that a second signal kills at once.
+struct interruption {
+    explicit interruption(asio::io_context& io) : signals(io, SIGINT, SIGTERM) {}
+    void arm(const log_fn& log) {
+        signals.async_wait([this, log](const asio::error_code& ec, int number) {
+            if (ec) return;
+            why = session_error(session_errc::interrupted, number == SIGINT ? "SIGINT" : "SIGTERM");
+            asio::error_code ignored;
+            signals.clear(ignored);
+            if (log) log(why->where + ": stopping (a second signal kills at once)");
+            if (act) act(*why);
+        });
+    }
+    asio::signal_set signals;
+    std::optional<error> why;
+    std::function<void(const error&)> act;
+};
+
 asio::awaitable<result<serve_report>> serve(asio::io_context& io, tcp::acceptor& control, tcp::acceptor& data,
-                                            const serve_config& config, admission& state, relay_stats& stats) {
+                                            const serve_config& config, admission& state, relay_stats& stats, interruption& stop) {
+    struct forget_act {  // what the signal does borrows this frame's locals
+        interruption& stop;
+        ~forget_act() { stop.act = {}; }
+    } forget{stop};
     asio::co_spawn(io, accept_control(control, config, state), asio::detached);
     const std::string why = co_await wait_for_start(config, state, clock::now());
     state.started = true;
@@ -1087,6 +1115,7 @@ asio::awaitable<result<serve_report>> serve(asio::io_context& io, tcp::acceptor&
     plane.start(io, [&config, &source_relay, &stats, &firsts, &source_control] {
         return run_source(config.source_fd, firsts, source_relay, stats, **source_control);
     });
+    stop.act = [&source_control](const error&) { (*source_control)->stop(); };  // every node is then dropped, below
     auto next_check = clock::now() + std::chrono::seconds(1);
     while (!plane.outcome) {
         if (heal.outbox.empty())
@@ -1109,15 +1138,21 @@ asio::awaitable<result<serve_report>> serve(asio::io_context& io, tcp::acceptor&
     data.close();  // no more children: the accept loop ends
     if (!*plane.outcome) {
         // The stream stopped: the nodes will see their connections close and report.
-        if (config.log) config.log("stream failed: " + plane.outcome->error().message());
+        if (config.log && !stop.why) config.log("stream failed: " + plane.outcome->error().message());
         for (auto& c : door.sockets) c.reset();
         // A node whose parent is this server would wait for bytes that never come: every node
         // not done yet is told why and dropped, so that both sides end now.
-        for (std::uint32_t k = 1; k <= nodes.size(); ++k) heal.fail(k, "the server's stream failed");
+        const std::string reason = stop.why ? "serve was interrupted (" + stop.why->message() + ")" : "the server's stream failed";
+        for (std::uint32_t k = 1; k <= nodes.size(); ++k) heal.fail(k, reason);
         co_await send_queued(heal);
     } else {
         report.source = **plane.outcome;
     }
+    // Interrupted from now on, every node that is not done is dropped at once.
+    stop.act = [&heal, &nodes, &tally](const error& signal) {
+        for (std::uint32_t k = 1; k <= nodes.size(); ++k) heal.fail(k, "serve was interrupted (" + signal.message() + ")");
+        tally.wake.cancel();
+    };
     // Every node reports done (or loses its connection) after the stream ends; one that says
     // nothing for report_silence is given up (its reader then ends).
     state.finishing = true;
@@ -1168,18 +1203,26 @@ asio::awaitable<void> store_outcome(asio::awaitable<result<T>> task, std::option
     *outcome = co_await std::move(task);
 }
 
-// Runs `task` to completion on `io` and returns its result.
+// Runs `task` on `io` until it completes, or until someone stops `io` (then: nothing).
 template <class T>
-result<T> run_to_completion(asio::io_context& io, asio::awaitable<result<T>> task) {
+std::optional<result<T>> run_until_stopped(asio::io_context& io, asio::awaitable<result<T>> task) {
     std::optional<result<T>> outcome;
     asio::co_spawn(io, store_outcome(std::move(task), &outcome), [&io](std::exception_ptr e) {
         if (e) std::rethrow_exception(e);  // a bug: only cli/main.cpp catches
         io.stop();
     });
     io.run();
+    return outcome;
+}
+
+// Runs `task` to completion on `io` and returns its result.
+template <class T>
+result<T> run_to_completion(asio::io_context& io, asio::awaitable<result<T>> task) {
+    auto outcome = run_until_stopped(io, std::move(task));
     KACLONE_ASSERT(outcome.has_value());
     return *std::move(outcome);
 }
+
 
 // ---------------------------------------------------------------- node
 
@@ -1583,7 +1626,7 @@ asio::awaitable<void> report_to_server(node_run& run, const join_config& config,
     co_await send_status(run.control, config.status, server_text);
 }
 
-asio::awaitable<result<join_report>> join(asio::io_context& io, const join_config& config, relay_stats& stats) {
+asio::awaitable<result<join_report>> join(asio::io_context& io, const join_config& config, relay_stats& stats, interruption& stop) {
     auto link = co_await reach_server(io, {config.session, config.server, config.retries, config.log});
     if (!link) co_return std::move(link).error();
     const std::string server_text = link->text;
@@ -1629,6 +1672,12 @@ asio::awaitable<result<join_report>> join(asio::io_context& io, const join_confi
         });
     });
     run->door.control = run->relay.get();
+    stop.act = [weak = std::weak_ptr<node_run>(run)](const error& why) {
+        if (auto r = weak.lock()) {
+            r->give_up(why);
+            r->poke();
+        }
+    };
     std::vector<std::uint32_t> children;
     for (const auto& c : assignment.children) {
         run->door.expected[c.node] = c.address;
@@ -1836,12 +1885,22 @@ result<serve_report> serve_session(const serve_config& config, relay_stats& stat
     asio::co_spawn(io, answer_discovery(discovery, local, config.session, control_port, config.log), asio::detached);
     asio::co_spawn(io, answer_forwarded(discovery, local, config.session, control_port, config.log), asio::detached);
     admission state{io};
-    return run_to_completion(io, serve(io, control, data, config, state, stats));
+    interruption stop{io};
+    stop.act = [&io](const error&) { io.stop(); };  // until serve() has nodes to tell
+    stop.arm(config.log);
+    auto outcome = run_until_stopped(io, serve(io, control, data, config, state, stats, stop));
+    if (!outcome) return *stop.why;
+    return *std::move(outcome);
 }
 
 result<join_report> join_session(const join_config& config, relay_stats& stats) {
     asio::io_context io;
-    return run_to_completion(io, join(io, config, stats));
+    interruption stop{io};
+    stop.act = [&io](const error&) { io.stop(); };  // until join() has a stream to stop
+    stop.arm(config.log);
+    auto outcome = run_until_stopped(io, join(io, config, stats, stop));
+    if (!outcome) return *stop.why;
+    return *std::move(outcome);
 }
 
 result<std::uint32_t> start_session(const go_config& config) {
