@@ -292,6 +292,41 @@ asio::awaitable<void> answer_forwarded(udp::socket& socket, local_datagram::sock
 
 // Who has joined, and whether the session may start. Lives outside the io_context's
 // coroutines (serve_session), which all borrow it; every change wakes `wake`.
+// Connections on one port that are still to say who they are, oldest first. Past `limit` the
+// oldest is cut off (closed: its handshake ends at once), so that a flood of silent
+// connections cannot keep the nodes out; told in one log line per 10 s.
+struct first_words {
+    static constexpr std::size_t limit = 64;
+    struct pending {
+        std::shared_ptr<tcp::socket> socket;
+        bool spoke = false;  // past its first words (or cut off): never cut off for room
+    };
+    using place = std::list<pending>::iterator;
+    place add(tcp::socket socket, const log_fn& log, std::string_view port) {
+        if (open.size() >= limit) {
+            const auto oldest = std::find_if(open.begin(), open.end(), [](const pending& p) { return !p.spoke; });
+            if (oldest != open.end()) {
+                asio::error_code ignored;
+                oldest->socket->close(ignored);
+                oldest->spoke = true;
+                ++cut_off;
+            }
+            if (log && cut_off > 0 && clock::now() - cut_told >= std::chrono::seconds(10)) {
+                log(std::string(port) + ": " + std::to_string(limit) + " connections are still to say who they are; cut off " +
+                    std::to_string(cut_off) + " of them, the oldest first");
+                cut_off = 0;
+                cut_told = clock::now();
+            }
+        }
+        open.push_back({std::make_shared<tcp::socket>(std::move(socket)), false});
+        return std::prev(open.end());
+    }
+    static bool cut(const error& e) { return e.code == asio::error::operation_aborted; }
+    std::list<pending> open;
+    std::size_t cut_off = 0;  // since the last log line about it
+    clock::time_point cut_told{};
+};
+
 struct admission {
     explicit admission(asio::io_context& io) : wake(io) {}
     void changed() { wake.cancel(); }
@@ -299,7 +334,7 @@ struct admission {
     std::vector<joined_node> joined;
     std::string go_from;    // the operator who sent go, once one did
     bool started = false;
-    std::size_t greeting = 0;  // connections whose first message is still awaited
+    first_words greeting;  // connections whose first message is still awaited
     asio::steady_timer wake;
     const std::vector<node_report>* nodes = nullptr;  // serve()'s, once the session runs
     bool finishing = false;  // the stream has ended; the nodes finish and report
@@ -374,12 +409,15 @@ asio::awaitable<std::string> check_operator(tcp::socket& socket, const std::stri
 // Reads the first message of one control connection and acts on it: a hello joins (before
 // the start) or is refused; a go starts the session. Anything else is refused with one log
 // line naming the peer; the session goes on undisturbed.
-asio::awaitable<void> greet(tcp::socket socket, const serve_config& config, admission& state) {
+asio::awaitable<void> greet(first_words::place me, const serve_config& config, admission& state) {
+    const std::shared_ptr<tcp::socket> held = me->socket;
+    tcp::socket& socket = *held;
     asio::error_code ec;
     const auto remote = socket.remote_endpoint(ec);
     const std::string peer = ec ? "?" : endpoint_text(remote);
     auto m = co_await read_message(socket, peer, config.admission_timeout);
-    --state.greeting;
+    state.greeting.open.erase(me);
+    if (!m && first_words::cut(m.error())) co_return;  // cut off for room: told in one line
     std::string refusal;
     std::optional<protocol::message> answer;
     if (!m) {
@@ -454,22 +492,14 @@ asio::awaitable<void> greet(tcp::socket socket, const serve_config& config, admi
 }
 
 // Accepts control connections for the whole session, each greeted on its own, so a silent
-// or slow peer holds up nobody. At most `max_greeting` wait for their first message at once.
+// or slow peer holds up nobody (first_words bounds how many wait for their first message).
 asio::awaitable<void> accept_control(tcp::acceptor& acceptor, const serve_config& config, admission& state) {
-    constexpr std::size_t max_greeting = 64;
     for (;;) {
         auto [ec, socket] = co_await acceptor.async_accept(use_result);
         if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
         if (ec) continue;  // e.g. the peer reset before we accepted, or out of fds for a moment
-        if (state.greeting >= max_greeting) {
-            asio::error_code ignored;
-            const auto remote = socket.remote_endpoint(ignored);
-            if (config.log) config.log("refused " + (ignored ? std::string("?") : endpoint_text(remote)) + ": " +
-                                       std::to_string(max_greeting) + " connections are still to say who they are");
-            continue;
-        }
-        ++state.greeting;
-        asio::co_spawn(acceptor.get_executor(), greet(std::move(socket), config, state), asio::detached);
+        const auto me = state.greeting.add(std::move(socket), config.log, "control port");
+        asio::co_spawn(acceptor.get_executor(), greet(me, config, state), asio::detached);
     }
 }
 
@@ -509,10 +539,6 @@ struct child_door {
 // flight, oldest first. Owned by the accept loop and by every handshake, so that whichever
 // coroutine frame goes last (also when the io_context is torn down) frees it.
 struct data_handshakes {
-    struct pending {
-        std::shared_ptr<tcp::socket> socket;
-        bool named = false;  // sent the hello of an expected child: never cut off for room
-    };
     data_handshakes(tcp::acceptor& a, const std::string& s, const std::optional<auth::session_key>& k, child_door& d, const log_fn& l)
         : acceptor(a), session(s), key(k), door(d), log(l), idle(a.get_executor()) {}
     tcp::acceptor& acceptor;
@@ -520,21 +546,18 @@ struct data_handshakes {
     const std::optional<auth::session_key>& key;
     child_door& door;
     const log_fn& log;
-    std::list<pending> open;
+    first_words waiting;  // every handshake in flight (spoke: named itself an expected child)
     asio::steady_timer idle;  // woken when a handshake ends
-    std::size_t cut_off = 0;  // connections cut off for room since the last log line about it
-    clock::time_point cut_told{};
 };
 
 // One data connection's handshake: an expected child that proves the key is handed to the
 // data plane with where it resumes; anyone else is refused with one log line. 5 s per answer.
-asio::awaitable<void> admit_child(std::shared_ptr<data_handshakes> hs, std::list<data_handshakes::pending>::iterator me,
-                                  tcp::endpoint remote) {
+asio::awaitable<void> admit_child(std::shared_ptr<data_handshakes> hs, first_words::place me, tcp::endpoint remote) {
     struct leave {  // on every way out, also when the frame is destroyed unresumed
         std::shared_ptr<data_handshakes> hs;
-        std::list<data_handshakes::pending>::iterator me;
+        first_words::place me;
         ~leave() {
-            hs->open.erase(me);
+            hs->waiting.open.erase(me);
             hs->idle.cancel();
         }
     } guard{hs, me};
@@ -553,13 +576,12 @@ asio::awaitable<void> admit_child(std::shared_ptr<data_handshakes> hs, std::list
             refusal = "not an assigned child that is still to connect";
     }
     if (!refusal.empty()) {
-        const bool cut = !m && m.error().code == asio::error::operation_aborted;  // for room: told in one line
-        if (hs->log && !cut) hs->log("refused data connection from " + peer + ": " + refusal);
+        if (hs->log && (m || !first_words::cut(m.error()))) hs->log("refused data connection from " + peer + ": " + refusal);
         const protocol::message refused = protocol::data_accept{false, refusal};
         if (m) co_await write_message(socket, refused, peer);
         co_return;
     }
-    me->named = true;
+    me->spoke = true;
     auto proved = co_await demand_proof(socket, peer, hs->key, hs->session, role::data_child, role::data_parent, std::chrono::seconds(5));
     if (closed()) co_return;
     if (!proved) {
@@ -582,13 +604,11 @@ asio::awaitable<void> admit_child(std::shared_ptr<data_handshakes> hs, std::list
 }
 
 // Accepts data connections for the whole session (until the acceptor is closed), each
-// handshake on its own, so that a silent or slow peer holds up nobody. At most
-// `max_handshakes` at once: beyond that the oldest that has not named itself an expected
-// child is cut off, so that a flood of silent connections cannot keep a child out. Returns
-// once every handshake has ended: they are cut short when the acceptor closes.
+// handshake on its own, so that a silent or slow peer holds up nobody (first_words bounds how
+// many have not named themselves). Returns once every handshake has ended: they are cut short
+// when the acceptor closes.
 asio::awaitable<void> accept_data(tcp::acceptor& acceptor, const std::string& session, const std::optional<auth::session_key>& key,
                                   child_door& door, const log_fn& log) {
-    constexpr std::size_t max_handshakes = 64;
     auto hs = std::make_shared<data_handshakes>(acceptor, session, key, door, log);
     for (;;) {
         auto [ec, socket] = co_await acceptor.async_accept(use_result);
@@ -597,27 +617,14 @@ asio::awaitable<void> accept_data(tcp::acceptor& acceptor, const std::string& se
         asio::error_code gone;
         const auto remote = socket.remote_endpoint(gone);
         if (gone) continue;  // reset before we looked
-        if (hs->open.size() >= max_handshakes) {
-            const auto oldest = std::find_if(hs->open.begin(), hs->open.end(), [](const auto& p) { return !p.named; });
-            if (oldest == hs->open.end()) continue;  // every one is an expected child: the newcomer is not
-            oldest->socket->close(gone);  // its handshake ends at once
-            oldest->named = true;         // and is not cut twice
-            ++hs->cut_off;
-            if (log && clock::now() - hs->cut_told >= std::chrono::seconds(10)) {
-                log("data port: " + std::to_string(max_handshakes) + " connections are still to say who they are; cut off " +
-                    std::to_string(hs->cut_off) + " of them, the oldest first");
-                hs->cut_off = 0;
-                hs->cut_told = clock::now();
-            }
-        }
-        hs->open.push_back({std::make_shared<tcp::socket>(std::move(socket)), false});
-        asio::co_spawn(acceptor.get_executor(), admit_child(hs, std::prev(hs->open.end()), remote), asio::detached);
+        const auto me = hs->waiting.add(std::move(socket), log, "data port");
+        asio::co_spawn(acceptor.get_executor(), admit_child(hs, me, remote), asio::detached);
     }
-    for (auto& p : hs->open) {
+    for (auto& p : hs->waiting.open) {
         asio::error_code ignored;
         p.socket->close(ignored);
     }
-    while (!hs->open.empty()) {
+    while (!hs->waiting.open.empty()) {
         hs->idle.expires_at(clock::time_point::max());
         co_await hs->idle.async_wait(use_result);
     }

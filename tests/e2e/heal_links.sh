@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Data connections that fail while every node lives: the session never hangs, and a node is
 # failed only when it is the one cut off.
-#   1. A flood: node 3 holds 200 silent connections to the server's data port (each one the
-#      server closes is opened again at once) for the whole session of nodes 1 and 2. Both
-#      store the source; serve says that it cut connections off for room.
+#   1. A flood: node 3 holds 200 silent connections to each of the server's control and data
+#      ports (each one the server closes is opened again at once) from before nodes 1 and 2
+#      join to the end of their session. Both join and store the source; serve says that it
+#      cut connections off for room on both ports.
 #   2. Node 1 cannot reach the server's data port (a routing rule in its namespace makes it
 #      unreachable; its control connection goes on): node 1 fails itself after 5 attempts,
 #      saying why;
@@ -20,6 +21,7 @@ require_netns
 command -v python3 >/dev/null || skip "needs python3"
 
 data_dir $((512 << 20))
+flood=()
 cluster_up 3
 server=$(node_ip 0)
 
@@ -40,21 +42,27 @@ new_run flood
 rm -f "$data"/node*.img
 start_serve 120 --session flood --nodes 2 --source "$data/source"
 port=$(serve_data_port)
-ip netns exec "${prefix}3" python3 "$KACLONE_SRC/tests/e2e_tools/flood.py" "$server" "$port" 200 >"$run/flood.out" 2>&1 &
-flood=$!
-on_exit "kill $flood 2>/dev/null || true"
-wait_lines "$run/flood.out" "^ready$"
+control=$(sed -nE 's/.*waiting for 2 nodes \(control port ([0-9]+)\)$/\1/p' "$run/serve.err")
+for p in data control; do
+    ip netns exec "${prefix}3" python3 "$KACLONE_SRC/tests/e2e_tools/flood.py" "$server" \
+        "$([ $p == data ] && echo "$port" || echo "$control")" 200 >"$run/flood-$p.out" 2>&1 &
+    flood[${#flood[@]}]=$!
+    on_exit "kill $! 2>/dev/null || true"
+    wait_lines "$run/flood-$p.out" "^ready$"
+done
 for i in 1 2; do start_join "$i" 120 --session flood --server "$server" --sink "$data/node$i.img"; done
 heal_check 2 0
-kill -TERM "$flood"
-wait_rc "$flood"
-expect_rc "the flood" "$rc" 0 "$run/flood.out"
-closed=$(sed -nE 's/^closed ([0-9]+)$/\1/p' "$run/flood.out")
-[ "${closed:-0}" -ge 136 ] || fail "serve closed only ${closed:-0} of the flood's 200 connections (want at least 136: it keeps 64)"
-grep -qE "^kaclone serve: data port: 64 connections are still to say who they are; cut off [0-9]+ of them, the oldest first$" "$run/serve.err" ||
-    fail "serve does not say that it cut connections off for room:
+kill -TERM "${flood[@]}"
+for p in data control; do
+    wait_rc "${flood[$([ $p == data ] && echo 0 || echo 1)]}"
+    expect_rc "the flood of the $p port" "$rc" 0 "$run/flood-$p.out"
+    closed=$(sed -nE 's/^closed ([0-9]+)$/\1/p' "$run/flood-$p.out")
+    [ "${closed:-0}" -ge 136 ] || fail "serve closed only ${closed:-0} of the $p port flood's 200 connections (want at least 136: it keeps 64)"
+    grep -qE "^kaclone serve: $p port: 64 connections are still to say who they are; cut off [0-9]+ of them, the oldest first$" "$run/serve.err" ||
+        fail "serve does not say that it cut connections to its $p port off for room:
 $(cat "$run/serve.err")"
-echo "ok 1: 200 silent connections on the server's data port: both nodes stored the source"
+done
+echo "ok 1: 200 silent connections on each of the server's ports: both nodes joined and stored the source"
 
 # 2.
 new_run blocked
