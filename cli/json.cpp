@@ -90,6 +90,7 @@ const char* event_name(session_event::kind k) {
         case session_event::kind::node_failed: return "node_failed";
         case session_event::kind::released: return "released";
         case session_event::kind::phase: return "phase";
+        case session_event::kind::left: return "left";
     }
     return "unknown";
 }
@@ -103,6 +104,7 @@ json_object event_json(std::string_view session, const session_event& e) {
     if (!e.parent_address.empty()) o.add("parent", e.parent_address);
     switch (e.what) {
         case session_event::kind::joined:
+        case session_event::kind::left:
         case session_event::kind::started: o.add("count", std::uint64_t{e.count}); break;
         case session_event::kind::assigned: o.add("children", std::uint64_t{e.count}); break;
         case session_event::kind::progress:

@@ -24,6 +24,8 @@
 
 #include <ifaddrs.h>
 #include <net/if.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <unistd.h>
 
 #include <asio/co_spawn.hpp>
@@ -505,13 +507,44 @@ asio::awaitable<void> accept_control(tcp::acceptor& acceptor, const serve_config
 
 // Waits until the session may start: all nodes joined, an operator's go, or the --wait
 // deadline with at least --min nodes. Returns why, in words.
+// Whether the node at the other end of a joined node's control connection has closed or reset
+// it (the node was stopped, or it refused this server after joining: a key it does not hold).
+bool peer_left(tcp::socket& control) {
+    tcp_info info{};
+    socklen_t size = sizeof info;
+    if (::getsockopt(control.native_handle(), IPPROTO_TCP, TCP_INFO, &info, &size) != 0) return true;
+    return info.tcpi_state != TCP_ESTABLISHED;
+}
+
+// Joined nodes that left before the start are no longer counted (a node restarted from the
+// same address joins again); each is told in one log line.
+void forget_left(const serve_config& config, admission& state) {
+    for (auto n = state.joined.begin(); n != state.joined.end();) {
+        if (!peer_left(n->control)) {
+            ++n;
+            continue;
+        }
+        const joined_node gone = std::move(*n);
+        n = state.joined.erase(n);
+        if (config.log)
+            config.log("node " + gone.address + " (" + gone.name + ") left before the start; " + std::to_string(state.joined.size()) +
+                       " of " + std::to_string(config.nodes) + " joined");
+        emit(config, {session_event::kind::left, 0, gone.name, gone.address, "", 0, state.joined.size(), ""});
+    }
+}
+
 asio::awaitable<std::string> wait_for_start(const serve_config& config, admission& state, clock::time_point began) {
     const bool early = config.wait.count() > 0;
     const unsigned min_nodes = std::max(config.min_nodes, 1u);
     const auto deadline = early ? began + config.wait : clock::time_point::max();
     bool told = false;
     for (;;) {
+        forget_left(config, state);
         if (state.joined.size() >= config.nodes) co_return "all " + std::to_string(config.nodes) + " nodes joined";
+        if (!state.go_from.empty() && state.joined.empty() && config.log) {
+            config.log("kaclone go from " + state.go_from + ": every node that had joined has left; waiting for nodes");
+            state.go_from.clear();
+        }
         if (!state.go_from.empty()) co_return "kaclone go from " + state.go_from;
         if (early && clock::now() >= deadline) {
             if (state.joined.size() >= min_nodes)
@@ -522,7 +555,9 @@ asio::awaitable<std::string> wait_for_start(const serve_config& config, admissio
                            std::to_string(min_nodes) + " (--min) have joined");
             told = true;
         }
-        state.wake.expires_at(clock::now() < deadline ? deadline : clock::time_point::max());
+        // Woken by a join or a go, and once a second to see who left.
+        state.wake.expires_at(std::min(clock::now() < deadline ? deadline : clock::time_point::max(),
+                                       clock::now() + std::chrono::seconds(1)));
         co_await state.wake.async_wait(use_result);
     }
 }

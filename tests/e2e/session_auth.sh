@@ -3,7 +3,8 @@
 #   1. a key file readable by others is refused before anything starts;
 #   2. a node with the wrong key and a node without a key are refused (and logged by address)
 #      and exit 1, while the 3 nodes with the key store the source byte for byte;
-#   3. a node with a key refuses a server that runs without one;
+#   3. a node with a key refuses a server that runs without one, which then no longer counts
+#      it: a node without a key takes its place;
 #   4. a forged data connection to a relay (from the assigned child's own address, without the
 #      key) is refused and logged by the relay, and the session still completes;
 #   5. bytes altered on the wire together with their checksum (serve's test hook
@@ -59,7 +60,7 @@ if grep -q "runs without a key" "$run/serve.err"; then fail "serve with --key sa
 
 # ---- 3. a node with a key and a server without one
 new_run open
-start_serve 60 --session open --nodes 1 --source "$data/source"
+start_serve 60 --session open --nodes 2 --source "$data/source"
 start_join 1 30 --session open --server "$(node_ip 0)" --key "$work/key" --sink "$data/o1"
 wait_rc "${join_pid[1]}"
 expect_rc "node 1 (key, open server)" "$rc" 1 "$run/join1.err"
@@ -68,8 +69,19 @@ expect_rc "node 1 (key, open server)" "$rc" 1 "$run/join1.err"
 grep -qxF "kaclone serve: session 'open' runs without a key: any host on this network can join it, start it or read its stream (use --key FILE)" \
     "$run/serve.err" || fail "serve without --key does not say that the session runs open:
 $(cat "$run/serve.err")"
-kill "$serve_pid" 2>/dev/null || true
+# It had joined before it refused the server: it is no longer counted, and nodes 2 and 3 are
+# the session's two.
+wait_lines "$run/serve.err" "^kaclone serve: node $(node_ip 1) \(.+\) left before the start; 0 of 2 joined$"
+for i in 2 3; do start_join "$i" 30 --session open --server "$(node_ip 0)" --sink "$data/o$i"; done
+for i in 2 3; do
+    wait_rc "${join_pid[i]}"
+    expect_rc "node $i (no key, open server)" "$rc" 0 "$run/join$i.err"
+    expect_eq "sha256 of node $i's sink" "$(sha "$data/o$i")" "$source_sha"
+done
 wait_rc "$serve_pid"
+expect_rc "serve (open, node 1 left)" "$rc" 0 "$run/serve.err"
+expect_eq "serve's table" "$(awk 'NR > 1 && NR <= 3 {print $2, $7}' "$run/serve.out" | sort)" "$(node_ip 2) ok
+$(node_ip 3) ok"
 
 # ---- 4. a forged data connection to a relay
 # Node 2 (node 1's child) is frozen before the start, so node 1 waits for its child while a

@@ -48,6 +48,7 @@ struct session_event {
         node_failed,  // serve: node `node` failed (`message` says why); join: this node failed
         released,     // node `node` was released and may exit
         phase,        // serve: node `node` entered phase `message` ("extracting"), `detail` says more
+        left,         // serve: a joined node left before the start (`count` still joined)
     };
     kind what;
     std::uint32_t node = 0;
