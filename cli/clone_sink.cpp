@@ -21,6 +21,7 @@
 #include <kaclone/layout.hpp>
 #include <kaclone/layout_apply.hpp>
 #include <kaclone/manifest.hpp>
+#include <kaclone/units.hpp>
 
 #include "fixup_steps.hpp"
 
@@ -67,6 +68,20 @@ result<void> disk_sink::shared::lay_out() {
     if (!p) return std::move(p).error();
     std::istringstream table(layout::format_plan(*p));
     for (std::string line; std::getline(table, line);) log("layout: " + line);
+    // The data must fit where the plan puts it on this disk (percentages and fill differ from
+    // node to node): checked before anything is written.
+    for (const auto& e : manifest.streams) {
+        const std::uint64_t need = e.kind == manifest::stream_kind::tree ? e.estimate : e.kind == manifest::stream_kind::raw ? e.bytes : 0;
+        const auto at = std::find_if(p->partitions.begin(), p->partitions.end(), [&](const layout::planned_partition& q) {
+            return e.kind == manifest::stream_kind::tree ? q.mount == e.mount : std::to_string(q.number) == e.partition;
+        });
+        if (need == 0 || at == p->partitions.end() || at->size_bytes >= need) continue;
+        const std::string what = e.kind == manifest::stream_kind::tree ? "the golden " + e.mount + " has " + format_bytes(need) + " in use"
+                                                                        : "the golden partition " + e.partition + " is " + format_bytes(need);
+        return failed_because("the server's description:" + std::to_string(at->line) + ": partition " + std::to_string(at->number) +
+                              " is " + format_bytes(at->size_bytes) + " on " + options.disk + ", but " + what +
+                              ": it cannot fit (nothing was written)");
+    }
     layout::apply_options o;
     o.desc_name = "the server's description";
     o.target = options.target;

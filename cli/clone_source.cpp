@@ -18,6 +18,7 @@
 #include <kaclone/bundle.hpp>
 #include <kaclone/desc.hpp>
 #include <kaclone/desc_derive.hpp>
+#include <kaclone/units.hpp>
 #include <kaclone/error_category.hpp>
 #include <kaclone/fixup.hpp>
 
@@ -170,8 +171,16 @@ result<disk_source> disk_source::prepare(const disk_source_options& options, con
     std::uint32_t id = 1;
     for (std::size_t i = 0; i < trees.size(); ++i) {
         const auto& f = *trees[i];
-        if (std::none_of(file.partitions.begin(), file.partitions.end(), [&](const auto& p) { return p.mount == f.mount; }))
+        const auto part = std::find_if(file.partitions.begin(), file.partitions.end(), [&](const auto& p) { return p.mount == f.mount; });
+        if (part == file.partitions.end())
             return invalid(desc_name + " has no partition with mount=" + f.mount + ", but the golden " + f.mount + " is on " + f.node);
+        const std::uint64_t used = used_bytes(joined(root, f.mount));
+        // A size in bytes is the same on every node: one too small for the data fails here, before
+        // any node is touched (percentages and fill are checked by each node on its own disk).
+        if (part->size.kind == desc::size_kind::bytes && part->size.bytes < used)
+            return invalid(desc_name + ":" + std::to_string(part->line) + ": the partition for " + f.mount + " is " +
+                           format_bytes(part->size.bytes) + ", but the golden " + f.mount + " has " + format_bytes(used) +
+                           " in use: it cannot fit");
         manifest::stream_entry e;
         e.kind = manifest::stream_kind::tree;
         e.id = id++;
@@ -180,7 +189,7 @@ result<disk_source> disk_source::prepare(const disk_source_options& options, con
         e.fs = f.type;
         e.label = f.label;
         e.uuid = f.uuid;
-        e.estimate = used_bytes(joined(root, f.mount));
+        e.estimate = used;
         e.excludes = excludes[i];
         source.expected_ += e.estimate;
         log("stream " + std::to_string(e.id) + ": " + f.mount + " from " + f.node + " (" + f.type + ", " +

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The whole-machine clone when things go wrong, and what the operator sees: serve refuses a
-# golden filesystem that is not mounted (before any node is touched); `kaclone status` shows
+# golden filesystem that is not mounted, and a --desc partition in MiB too small for the golden
+# data (before any node is touched); a node refuses a partition in % that is too small on its
+# disk (before it writes); `kaclone status` shows
 # the joined nodes while the server waits; a node whose disk is too small fails at its layout,
 # says why, and the two others (one of them its child in the chain) finish their clones; the
 # server exits 1, keeps three logs, and its JSON shows each node's phases in order. The two
@@ -51,6 +53,29 @@ expect_eq "serve with /data unmounted: exit code" "$rc" 1
 expect_eq "serve with /data unmounted: message" "$(cat "$run/serve.err")" \
     "kaclone serve: ${gdisk}p2 holds a filesystem (ext4) that is not mounted below $golden; mount it there (the clone would get it empty), or send it byte for byte with --raw 2: refused before any node was touched"
 mount "${gdisk}p2" "$golden/data"
+
+# ---- a description whose partition cannot hold the golden data ----
+# A size in MiB is checked by serve before any node is touched...
+printf 'linux 64 fs=ext4 mount=/\nlinux 2 fs=ext4 mount=/data\nlinux 16 fs=ext4\n' >"$work/small.desc"
+new_run small
+start_serve 30 --session cf --nodes 1 --disk "$gdisk" --desc "$work/small.desc" --root "$golden" --raw 3
+wait_rc "$serve_pid"
+expect_eq "serve with a 2 MiB /data: exit code" "$rc" 1
+[[ "$(tail -n 1 "$run/serve.err")" =~ ^"kaclone serve: $work/small.desc:2: the partition for /data is 2 MiB, but the golden /data has "[0-9.]+" MiB in use: it cannot fit: refused before any node was touched"$ ]] ||
+    fail "serve with a 2 MiB /data: last line: $(tail -n 1 "$run/serve.err")"
+# ... a percentage by each node on its own disk, before it writes anything: 1% of 256 MiB.
+printf 'linux 64 fs=ext4 mount=/\nlinux 1%% fs=ext4 mount=/data\nlinux 16 fs=ext4\n' >"$work/percent.desc"
+new_run percent
+attach_disk "pdisk" "$work/percent.img" 256M
+start_serve 60 --session cf --nodes 1 --disk "$gdisk" --desc "$work/percent.desc" --root "$golden" --raw 3 --bootloader none
+start_join 1 60 --session cf --server "$(node_ip 0)" --disk "$pdisk" --yes --target "/run/kaclone-cf-1"
+wait_session 1
+expect_rc "serve (its node's disk too small for /data)" "$serve_rc" 1 "$run/serve.err"
+expect_rc "node 1 (/data at 1% of its disk)" "${join_rc[1]}" 1 "$run/join1.err"
+[[ "$(tail -n 1 "$run/join1.err")" =~ ^"kaclone join: the server's description:2: partition 2 is 2 MiB on $pdisk, but the golden /data has "[0-9.]+" MiB in use: it cannot fit (nothing was written): Input/output error"$ ]] ||
+    fail "node 1 does not say that /data cannot fit: $(tail -n 3 "$run/join1.err")"
+cmp -s -n $((1 << 20)) "$pdisk" /dev/zero || fail "node 1 wrote to its disk although /data could not fit"
+detach_disk "$pdisk"
 
 # ---- the session: nodes 1 and 3 have room, node 2 (in the middle of the chain) has not ----
 new_run session
