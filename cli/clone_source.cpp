@@ -114,7 +114,7 @@ result<disk_source> disk_source::prepare(const disk_source_options& options, con
         if (!parsed) return std::move(parsed).error();
         file = *std::move(parsed);
     } else {
-        auto derived = desc::derive({disk, desc::fill_last::no, root == "/" ? "" : root});
+        auto derived = desc::derive({disk, options.fill_last ? desc::fill_last::yes : desc::fill_last::no, root == "/" ? "" : root});
         if (!derived) return std::move(derived).error();
         for (const auto& note : derived->notes) log("description of " + disk + ": " + note);
         file = std::move(derived->file);

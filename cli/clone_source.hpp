@@ -22,6 +22,7 @@ struct disk_source_options {
     std::string disk;  // "sda" or "/dev/sda" (or a disk image file)
     std::string root = "/";  // where the golden system's root filesystem is mounted
     std::string desc_file;   // "": derived from the disk
+    bool fill_last = false;  // derived: the last partition of each table takes the rest of each node's disk
     std::vector<std::string> excludes;  // directories as the golden system sees them ("/tmp")
     std::vector<std::string> raw;       // partitions sent byte for byte: "3", "sda3", "/dev/sda3"
     std::vector<std::string> exclude_disks;  // other disks of the golden node, named not to be sent

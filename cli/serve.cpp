@@ -32,6 +32,7 @@ struct serve_options {
     std::string source;
     std::string disk;
     std::string desc;
+    bool fill_last = false;
     std::string root = "/";
     std::vector<std::string> raw;
     std::vector<std::string> exclude_disks;
@@ -234,6 +235,7 @@ int run_serve(const CLI::App& command, const serve_options& opts) {
         o.disk = opts.disk;
         o.root = opts.root;
         o.desc_file = opts.desc;
+        o.fill_last = opts.fill_last;
         o.excludes = opts.excludes;
         o.raw = opts.raw;
         o.exclude_disks = opts.exclude_disks;
@@ -392,6 +394,9 @@ subcommand add_serve(CLI::App& app) {
     cmd->add_option("--source", opts->source, "Send a file, block device, - (stdin) or a directory tree (one filesystem)");
     cmd->add_option("--disk", opts->disk, "Clone this disk's partition layout and filesystems (e.g. sda)");
     cmd->add_option("--desc", opts->desc, "Partition description file (default: derived from --disk)");
+    cmd->add_flag("--fill-last", opts->fill_last,
+                  "With --disk: the last partition of each table takes the rest of each node's disk (a larger disk "
+                  "gets its space; the golden's sizes otherwise)");
     cmd->add_option("--exclude", opts->excludes,
                     "Do not send this directory's content, only the directory itself (repeatable; with --disk as the golden "
                     "system sees it, e.g. /tmp; relative to a directory --source)");
@@ -443,7 +448,8 @@ subcommand add_serve(CLI::App& app) {
     add_relay_options(*cmd, opts->relay);
     cmd->get_option("--source")->excludes(cmd->get_option("--disk"));
     // Only a disk clone has a layout to describe; --exclude also works with a directory --source.
-    for (const char* name : {"--desc", "--root", "--raw", "--exclude-disk", "--mbr", "--mbr-file", "--bootloader", "--initrd-args", "--hostnames", "--logs"})
+    cmd->get_option("--fill-last")->excludes(cmd->get_option("--desc"));
+    for (const char* name : {"--desc", "--fill-last", "--root", "--raw", "--exclude-disk", "--mbr", "--mbr-file", "--bootloader", "--initrd-args", "--hostnames", "--logs"})
         cmd->get_option(name)->needs(cmd->get_option("--disk"));
     cmd->get_option("--min")->needs(cmd->get_option("--wait"));
     return {cmd, [cmd, opts] { return run_serve(*cmd, *opts); }};

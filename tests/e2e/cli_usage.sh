@@ -113,6 +113,10 @@ run_capture "$KACLONE" serve --nodes 1 --source /dev/null --root /
 expect_eq "serve --root without --disk: exit code" "$rc" 2
 expect_eq "serve --root without --disk: message" "$err" "kaclone serve: --root requires --disk
 Run 'kaclone serve --help' for usage."
+run_capture "$KACLONE" serve --nodes 1 --disk "$work/disk.img" --desc "$work/disk.desc" --fill-last
+expect_eq "serve --fill-last with --desc: exit code" "$rc" 2
+expect_eq "serve --fill-last with --desc: message" "$err" "kaclone serve: --desc excludes --fill-last
+Run 'kaclone serve --help' for usage."
 run_capture "$KACLONE" status --session cli-usage-nobody --server 127.0.0.1 --retries 1
 expect_eq "status without a server: exit code" "$rc" 1
 expect_eq "status without a server: message" "$err" \

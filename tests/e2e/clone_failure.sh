@@ -2,7 +2,7 @@
 # The whole-machine clone when things go wrong, and what the operator sees: serve refuses a
 # golden filesystem that is not mounted, and a --desc partition in MiB too small for the golden
 # data (before any node is touched); a node refuses a partition in % that is too small on its
-# disk (before it writes); `kaclone status` shows
+# disk (before it writes); --fill-last gives a larger node disk's rest to the last partition; `kaclone status` shows
 # the joined nodes while the server waits; a node whose disk is too small fails at its layout,
 # says why, and the two others (one of them its child in the chain) finish their clones; the
 # server exits 1, keeps three logs, and its JSON shows each node's phases in order. The two
@@ -75,6 +75,18 @@ expect_rc "node 1 (/data at 1% of its disk)" "${join_rc[1]}" 1 "$run/join1.err"
 [[ "$(tail -n 1 "$run/join1.err")" =~ ^"kaclone join: the server's description:2: partition 2 is 2 MiB on $pdisk, but the golden /data has "[0-9.]+" MiB in use: it cannot fit (nothing was written): Input/output error"$ ]] ||
     fail "node 1 does not say that /data cannot fit: $(tail -n 3 "$run/join1.err")"
 cmp -s -n $((1 << 20)) "$pdisk" /dev/zero || fail "node 1 wrote to its disk although /data could not fit"
+
+# ---- --fill-last: the same 256 MiB disk gets the golden's partitions, the last one up to its end ----
+new_run fill
+start_serve 60 --session cf --nodes 1 --disk "$gdisk" --fill-last --root "$golden" --raw 3 --bootloader none
+start_join 1 60 --session cf --server "$(node_ip 0)" --disk "$pdisk" --yes --target "/run/kaclone-cf-1"
+wait_session 1
+expect_rc "serve --fill-last" "$serve_rc" 0 "$run/serve.err"
+expect_rc "node 1 (--fill-last)" "${join_rc[1]}" 0 "$run/join1.err"
+# Partitions 1 and 2 as on the golden disk (64 and 32 MiB from 1 MiB on), 3 from 97 MiB to the end.
+expect_eq "node 1's partition sizes in sectors" "$(sfdisk -d "$pdisk" | sed -nE "s|^${pdisk}p[0-9] : .*size= *([0-9]+).*|\1|p" | paste -sd' ')" \
+    "$((64 << 11)) $((32 << 11)) $(((256 - 97) << 11))"
+expect_eq "node 1: partition 3 byte for byte" "$(head -c 16M "${pdisk}p3" | sha256sum | cut -d' ' -f1)" "$raw_sha"
 detach_disk "$pdisk"
 
 # ---- the session: nodes 1 and 3 have room, node 2 (in the middle of the chain) has not ----
