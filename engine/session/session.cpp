@@ -1684,6 +1684,8 @@ asio::awaitable<result<join_report>> join(asio::io_context& io, const join_confi
     co_await send_status(control, config.status, server_text);
 
     auto m = co_await read_message(control, server_text, forever);
+    if (!m && m.error().code == asio::error::eof)
+        co_return error{m.error().code, server_text + " closed the connection before the session started"};
     if (!m) co_return std::move(m).error();
     if (auto* r = std::get_if<protocol::refuse>(&*m)) co_return session_error(session_errc::refused, r->reason);
     const auto* a = std::get_if<protocol::assign>(&*m);
@@ -1928,7 +1930,16 @@ result<serve_report> serve_session(const serve_config& config, relay_stats& stat
     asio::co_spawn(io, answer_forwarded(discovery, local, config.session, control_port, config.log), asio::detached);
     admission state{io};
     interruption stop{io};
-    stop.act = [&io](const error&) { io.stop(); };  // until serve() has nodes to tell
+    // Until serve() streams: the nodes that joined are told why (a message this small goes
+    // into the socket's buffer at once), and the session ends here.
+    stop.act = [&io, &state](const error& why) {
+        const auto refusal = protocol::encode_message(protocol::refuse{"serve was stopped (" + why.where + ") before the session started"});
+        for (auto& n : state.joined) {
+            asio::error_code ignored;
+            asio::write(n.control, asio::buffer(refusal), ignored);
+        }
+        io.stop();
+    };
     stop.arm(config.log);
     auto outcome = run_until_stopped(io, serve(io, control, data, config, state, stats, stop));
     if (!outcome) return *stop.why;

@@ -10,6 +10,9 @@
 #      discovery), each with its own 2 nodes: all 4 store their session's source; a second
 #      server of a session that this host already serves is refused.
 #   5. --order FILE puts the named nodes first: the assigned parents follow the file.
+#   6. SIGINT to serve while it waits: the joined node is told why, writes nothing; while it
+#      streams (from a FIFO the test feeds): the node is dropped with that reason, serve prints
+#      its table with the node failed.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/cluster_lib.sh"
@@ -147,4 +150,43 @@ expect_eq "parent>node of every node in the chain" "$chain" \
     "10.99.0.10>10.99.0.14 10.99.0.14>10.99.0.12 10.99.0.12>10.99.0.11 10.99.0.11>10.99.0.13"
 for i in 1 2 3 4; do expect_eq "sha256 of node $i's sink" "$(sha "$data/ord$i")" "$source_sha"; done
 
-echo "PASS: session control (--min/--wait, late node, go, --stagger, two sessions, --order)"
+# ---- 6. SIGINT to serve: while it waits, and while it streams
+new_run sigint
+start_serve 60 --session sig --nodes 2 --source "$data/source"
+start_join 1 60 --session sig --server "$(node_ip 0)" --sink "$data/sig1"
+wait_lines "$run/serve.err" "joined, 1 of 2"
+kill -INT "$(kaclone_pid "$serve_pid")"
+wait_session 1
+expect_rc "serve (SIGINT while waiting)" "$serve_rc" 1 "$run/serve.err"
+expect_eq "serve's last lines (SIGINT while waiting)" "$(tail -n 2 "$run/serve.err")" "kaclone serve: SIGINT: stopping (a second signal kills at once)
+kaclone serve: SIGINT: stopped by a signal"
+expect_rc "node 1 (its server stopped while waiting)" "${join_rc[1]}" 1 "$run/join1.err"
+expect_eq "node 1's last line" "$(tail -n 1 "$run/join1.err")" \
+    "kaclone join: serve was stopped (SIGINT) before the session started: refused by the server"
+[ ! -e "$data/sig1" ] || fail "node 1 left a sink file although its session never started"
+
+new_run sigint-stream
+mkfifo "$data/sig.fifo"
+exec 7<>"$data/sig.fifo"
+ip netns exec "${prefix}0" timeout -k "$kill_after" 60 "$KACLONE" serve --session sigs --nodes 1 --source - \
+    <"$data/sig.fifo" 7>&- >"$run/serve.out" 2>"$run/serve.err" &
+serve_pid=$!
+start_join 1 60 --session sigs --server "$(node_ip 0)" --sink "$data/sigs1" 7>&-
+head -c 4M "$data/source" >&7
+for ((t = 0; t < 400; t++)); do
+    [ "$(stat -c %s "$data/sigs1" 2>/dev/null || echo 0)" -ge $((4 << 20)) ] && break
+    sleep 0.05
+done
+kill -INT "$(kaclone_pid "$serve_pid")"
+wait_session 1
+exec 7>&-
+expect_rc "serve (SIGINT while streaming)" "$serve_rc" 1 "$run/serve.err"
+expect_rc "node 1 (its server stopped while streaming)" "${join_rc[1]}" 1 "$run/join1.err"
+# The offset is the last one node 1 reported (once a second): 0 or 4 MiB.
+[[ "$(tail -n 1 "$run/join1.err")" =~ ^"kaclone join: the server dropped this node from the session: dropped from session 'sigs': serve was interrupted (SIGINT: stopped by a signal) (at offset "(0|4194304)"): refused by the server"$ ]] ||
+    fail "node 1's last line: $(tail -n 1 "$run/join1.err")"
+check_table 1 "" - failed
+[[ "$failed_lines" =~ ^"failed:"$'\n'"  node 1 ($(node_ip 1)): serve was interrupted (SIGINT: stopped by a signal) (at offset "(0|4194304)")"$ ]] ||
+    fail "serve's failed: lines: $failed_lines"
+
+echo "PASS: session control (--min/--wait, late node, go, --stagger, two sessions, --order, SIGINT)"
