@@ -3,7 +3,6 @@
 
 #include <cmath>
 #include <cstring>
-#include <type_traits>
 
 #include <xxhash.h>
 
@@ -472,19 +471,8 @@ std::vector<std::byte> encode_message(const message& m) {
     return std::move(out);
 }
 
-// The wire type of message alternative T: its index + 1.
-template <class T, std::size_t I = 0>
-constexpr std::uint16_t wire_type() {
-    if constexpr (std::is_same_v<std::variant_alternative_t<I, message>, T>) return I + 1;
-    else return wire_type<T, I + 1>();
-}
-
-std::uint32_t max_body_bytes(std::uint16_t type) noexcept {
-    return type == wire_type<status_answer>() ? max_status_body_bytes : max_message_body_bytes;
-}
-
 result<message_header> decode_message_header(std::span<const std::byte, message_header_bytes> in,
-                                             std::string_view peer) {
+                                             std::string_view peer, std::uint32_t max_body) {
     const std::byte* p = in.data();
     if (get_le<std::uint32_t>(p) != message_magic) return protocol_error(errc::bad_magic, peer);
     message_header h{get_le<std::uint16_t>(p + 4), get_le<std::uint16_t>(p + 6), get_le<std::uint32_t>(p + 8)};
@@ -492,7 +480,7 @@ result<message_header> decode_message_header(std::span<const std::byte, message_
         return error{make_error_code(errc::version_mismatch),
                      std::string(peer) + " speaks protocol " + std::to_string(h.version) +
                          ", this kaclone speaks " + std::to_string(version)};
-    if (h.body_bytes > max_body_bytes(h.type)) return protocol_error(errc::oversized, peer);
+    if (h.body_bytes > max_body) return protocol_error(errc::oversized, peer);
     return h;
 }
 

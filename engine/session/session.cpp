@@ -80,17 +80,17 @@ result<unique_fd> hand_over(tcp::socket& socket, const std::string& peer) {
     return unique_fd{fd};
 }
 
-// Reads one control message; `deadline` bounds the whole read.
-asio::awaitable<result<protocol::message>> read_message(tcp::socket& socket, std::string peer,
-                                                        std::chrono::milliseconds deadline) {
+// Reads one control message; `deadline` bounds the whole read, `max_body` its body.
+asio::awaitable<result<protocol::message>> read_message(tcp::socket& socket, std::string peer, std::chrono::milliseconds deadline,
+                                                        std::uint32_t max_body = protocol::max_message_body_bytes) {
     asio::steady_timer timer{socket.get_executor(), deadline};
     std::array<std::byte, protocol::message_header_bytes> header{};
     auto got = co_await (asio::async_read(socket, asio::buffer(header), use_result) || timer.async_wait(use_result));
     if (got.index() == 1) co_return session_error(session_errc::timeout, peer);
     if (auto [ec, n] = std::get<0>(got); ec) co_return net_error(ec, peer);
-    auto h = protocol::decode_message_header(header, peer);
+    auto h = protocol::decode_message_header(header, peer, max_body);
     if (!h) co_return std::move(h).error();
-    std::vector<std::byte> body(h->body_bytes);  // bounded by max_message_body_bytes
+    std::vector<std::byte> body(h->body_bytes);  // bounded by max_body
     if (!body.empty()) {
         auto rest = co_await (asio::async_read(socket, asio::buffer(body), use_result) || timer.async_wait(use_result));
         if (rest.index() == 1) co_return session_error(session_errc::timeout, peer);
@@ -1844,7 +1844,9 @@ asio::awaitable<result<protocol::message>> ask_server(asio::io_context& io, cons
     auto proved = co_await give_proof(control, server_text, config.key, config.session, role::control_node, role::control_server,
                                       std::chrono::seconds(10));
     if (!proved) co_return std::move(proved).error();
-    auto m = co_await read_message(control, server_text, std::chrono::seconds(10));
+    // The one answer that may be large: a status (the server it came from proved the key, or
+    // the session is open); every other read holds the peer to max_message_body_bytes.
+    auto m = co_await read_message(control, server_text, std::chrono::seconds(10), protocol::max_status_body_bytes);
     if (!m) co_return std::move(m).error();
     if (auto* r = std::get_if<protocol::refuse>(&*m)) co_return session_error(session_errc::refused, r->reason);
     co_return std::move(*m);

@@ -126,10 +126,10 @@ TEST(Digest, OfNothingIsXxh3Of128BitsOfEmpty) {
 }
 
 template <class M>
-M round_trip(const M& m) {
+M round_trip(const M& m, std::uint32_t max_body = max_message_body_bytes) {
     const auto bytes = encode_message(m);
     const std::span<const std::byte> all{bytes};
-    auto h = decode_message_header(all.template first<message_header_bytes>(), "peer");
+    auto h = decode_message_header(all.template first<message_header_bytes>(), "peer", max_body);
     EXPECT_TRUE(h.has_value());
     auto back = decode_message_body(*h, all.subspan(message_header_bytes), "peer");
     EXPECT_TRUE(back.has_value()) << back.error().message();
@@ -186,12 +186,12 @@ TEST(Message, AStatusAnswerOfThousandsOfNodesFits) {
     for (std::uint32_t k = 1; k <= 3000; ++k)
         big.rows.push_back({k, "node" + std::to_string(k), "10.1." + std::to_string(k / 256) + "." + std::to_string(k % 256),
                             "10.0.0.1", node_phase::failed, 12345, 0, std::string(200, 'r')});
-    ASSERT_GT(encode_message(big).size(), 600u << 10);
-    EXPECT_EQ(round_trip(big), big);
+    const auto bytes = encode_message(big);
+    ASSERT_GT(bytes.size(), 600u << 10);
+    EXPECT_EQ(round_trip(big, max_status_body_bytes), big);
 
-    auto bytes = encode_message(refuse{"x"});
-    const std::uint32_t over = max_message_body_bytes + 1;
-    for (std::size_t i = 0; i < 4; ++i) bytes[8 + i] = std::byte{static_cast<std::uint8_t>(over >> (8 * i))};
+    // Only the reader that asked for a status takes it: any other read, the server's from a
+    // peer that has proved nothing, keeps the 64 KiB bound, also for this type.
     const auto h = decode_message_header(std::span<const std::byte>(bytes).first<message_header_bytes>(), "peer");
     ASSERT_FALSE(h.has_value());
     EXPECT_EQ(h.error().code, errc::oversized);

@@ -117,8 +117,10 @@ private:
 // version can always be told so in words.
 inline constexpr std::size_t message_header_bytes = 12;
 inline constexpr std::uint32_t max_message_body_bytes = 64u << 10;
-// Except the status answer: the whole session's table, read only by `kaclone status` (about
-// 250 bytes a row with a failure's reason, 70 without; the server leaves out what does not fit).
+// Except the status answer: the whole session's table (about 250 bytes a row with a failure's
+// reason, 70 without; the server leaves out what does not fit). Only the operator's side,
+// which asked for it, reads with this bound; every peer that has not proved anything is held
+// to max_message_body_bytes.
 inline constexpr std::uint32_t max_status_body_bytes = 16u << 20;
 
 struct child_slot {
@@ -303,10 +305,6 @@ struct peer_lost {
 using message = std::variant<hello, refuse, assign, progress, done, release, data_hello, data_accept, go, go_answer,
                              challenge, proof, phase, log_lines, status_ask, status_answer, reparent, adopt, peer_lost>;
 
-// The largest body a message of wire type `type` may have (max_message_body_bytes, or
-// max_status_body_bytes for a status answer).
-std::uint32_t max_body_bytes(std::uint16_t type) noexcept;
-
 // Header + body of one message.
 std::vector<std::byte> encode_message(const message& m);
 
@@ -315,9 +313,9 @@ struct message_header {
     std::uint16_t type = 0;
     std::uint32_t body_bytes = 0;
 };
-// Checks magic, version and the body bound (errors name `peer`).
+// Checks magic, version and the body bound `max_body` (errors name `peer`).
 result<message_header> decode_message_header(std::span<const std::byte, message_header_bytes> in,
-                                             std::string_view peer);
+                                             std::string_view peer, std::uint32_t max_body = max_message_body_bytes);
 result<message> decode_message_body(const message_header& h, std::span<const std::byte> body,
                                     std::string_view peer);
 
