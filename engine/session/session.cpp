@@ -795,7 +795,8 @@ struct healing {
     // parent or child now (a report about a node that already moved away is late news), and
     // acted on after a grace of 1 s, so that a node that failed on its own says why first (a
     // dead one loses its control connection at once). When both ends report the same link, or
-    // the parent is the server (which is not lost: it is here), the link broke, not a node.
+    // the parent is the server (which is not lost: it is here), the link broke, not a node;
+    // a report from one end only waits 3 s for the other's.
     struct suspicion {
         std::uint32_t node;      // the one accused
         std::uint32_t reporter;  // its parent or child
@@ -818,14 +819,20 @@ struct healing {
                 continue;
             }
             // A failed reporter's word counts no more (it may have failed for its own reasons),
-            // nor news of a link that is gone: an end failed or moved, or it was relinked since.
+            // nor news of a link that is gone: an end failed or moved, or it was relinked after
+            // the report came.
             if (failed[s.reporter] || failed[s.node]) continue;
             const bool up_lost = parent[s.reporter] == s.node;
             const std::uint32_t child = up_lost ? s.reporter : s.node, up = up_lost ? s.node : s.reporter;
-            if (parent[child] != up || s.since < relinked_at[child] + std::chrono::seconds(2)) continue;
+            if (parent[child] != up || s.since < relinked_at[child]) continue;
             const bool mutual = std::any_of(all.begin(), all.end(), [&](const suspicion& t) {
                 return t.node == s.reporter && t.reporter == s.node;
             });
+            // One end only so far: the other may report late (a busy node), up to 3 s.
+            if (!mutual && up != 0 && now - s.since < std::chrono::seconds(3)) {
+                suspects.push_back(s);
+                continue;
+            }
             if (up == 0 || mutual) relink(child, name_of(s.reporter) + " says: " + s.why);
             else fail(s.node, name_of(s.reporter) + " lost its data connection to it: " + s.why);
         }
@@ -1111,6 +1118,14 @@ asio::awaitable<result<serve_report>> serve(asio::io_context& io, tcp::acceptor&
         heal.parent[slot] = static_cast<std::uint32_t>(plan[slot].parent);
         for (std::size_t child : plan[slot].children) heal.children[slot].push_back(static_cast<std::uint32_t>(child));
     }
+    // The server's children are let in from now on: a node assigned early may connect while
+    // the others are still being told (a slow one can hold this loop for seconds).
+    std::vector<std::uint32_t> firsts;
+    for (std::size_t child : plan[0].children) {
+        firsts.push_back(static_cast<std::uint32_t>(child));
+        door.expected[static_cast<std::uint32_t>(child)] = nodes[child - 1].address;
+    }
+    asio::co_spawn(io, accept_data(data, config.session, config.key, door, config.log), asio::detached);
     for (std::size_t i = 0; i < nodes.size(); ++i) {
         protocol::assign a = base;
         a.node = static_cast<std::uint32_t>(i + 1);
@@ -1141,12 +1156,6 @@ asio::awaitable<result<serve_report>> serve(asio::io_context& io, tcp::acceptor&
     for (std::size_t i = 0; i < nodes.size(); ++i)
         asio::co_spawn(io, collect_reports(nodes[i].control, report.nodes[i], tally, heal, heard[i]), asio::detached);
 
-    std::vector<std::uint32_t> firsts;
-    for (std::size_t child : plan[0].children) {
-        firsts.push_back(static_cast<std::uint32_t>(child));
-        door.expected[static_cast<std::uint32_t>(child)] = nodes[child - 1].address;
-    }
-    asio::co_spawn(io, accept_data(data, config.session, config.key, door, config.log), asio::detached);
     if (config.log)
         config.log((config.arity <= 1 ? "chain of " : std::to_string(config.arity) + "-ary tree of ") + std::to_string(nodes.size()) +
                    " nodes assigned, streaming");
@@ -1512,7 +1521,7 @@ struct node_run : std::enable_shared_from_this<node_run> {
     bool server_gone = false;
     std::string dropped;  // the server's reason when it cut this node off
     std::optional<error> gave_up;  // why this node stopped on its own (it reports it)
-    bool blamed_parent = false;    // reported a parent it could not reach (once per session)
+    bool blamed_parent = false;    // reported a parent it could not reach, and reached none since
     clock::time_point server_heard = clock::now();  // the server says something every second
 
     // A server not heard for 15 s is gone for this node (its host, or this node's link, is
@@ -1622,6 +1631,7 @@ std::vector<protocol::message> tend_parent(node_run& run, asio::io_context& io, 
             }
         } else if (got && !run.moved_to) {  // else a newer parent is to be used: this one is dropped
             run.attempts = 0;
+            run.blamed_parent = false;  // reached: a later parent it cannot reach is news again
             auto fd = hand_over(*got, run.parent_address);
             if (!fd) out.push_back(protocol::peer_lost{run.parent_node, run.resume_at.offset, fd.error().message()});
             else {
