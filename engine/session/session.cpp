@@ -1045,22 +1045,33 @@ void check_flow(healing& heal, const relay_stats& stats) {
 // with its data plane stopped, the server told why and the caller cleaning up (unmounting,
 // removing what it created); the server drops every node that is not done, saying why. The
 // handler is then removed, so that a second signal kills at once.
+// Declared before the io_context: coroutine frames that the io_context destroys unresumed
+// may still touch it (serve's frame clears `act` on its way out).
 struct interruption {
-    explicit interruption(asio::io_context& io) : signals(io, SIGINT, SIGTERM) {}
-    void arm(const log_fn& log) {
-        signals.async_wait([this, log](const asio::error_code& ec, int number) {
-            if (ec) return;
-            why = session_error(session_errc::interrupted, number == SIGINT ? "SIGINT" : "SIGTERM");
-            asio::error_code ignored;
-            signals.clear(ignored);
-            if (log) log(why->where + ": stopping (a second signal kills at once)");
-            if (act) act(*why);
-        });
-    }
-    asio::signal_set signals;
     std::optional<error> why;
     std::function<void(const error&)> act;
 };
+
+void watch_signals(asio::signal_set& signals, interruption& stop, const log_fn& log) {
+    signals.async_wait([&signals, &stop, log](const asio::error_code& ec, int number) {
+        if (ec) return;
+        stop.why = session_error(session_errc::interrupted, number == SIGINT ? "SIGINT" : "SIGTERM");
+        asio::error_code ignored;
+        signals.clear(ignored);
+        if (log) log(stop.why->where + ": stopping (a second signal kills at once)");
+        if (stop.act) stop.act(*stop.why);
+    });
+}
+
+// Nodes the session will not run with are told why; a message this small goes into the
+// socket's buffer at once (this runs in a signal's handler, which does not wait).
+void refuse_now(std::vector<joined_node>& nodes, const std::string& why) {
+    const auto refusal = protocol::encode_message(protocol::refuse{why});
+    for (auto& n : nodes) {
+        asio::error_code ignored;
+        asio::write(n.control, asio::buffer(refusal), ignored);
+    }
+}
 
 asio::awaitable<result<serve_report>> serve(asio::io_context& io, tcp::acceptor& control, tcp::acceptor& data,
                                             const serve_config& config, admission& state, relay_stats& stats, interruption& stop) {
@@ -1081,6 +1092,11 @@ asio::awaitable<result<serve_report>> serve(asio::io_context& io, tcp::acceptor&
         for (std::size_t i : order_nodes(addresses, names, config.order)) nodes.push_back(std::move(state.joined[i]));
     }
     if (config.log) config.log("starting with " + std::to_string(nodes.size()) + " nodes: " + why);
+    // Until the stream runs, a signal tells the nodes why and ends the session here.
+    stop.act = [&io, &nodes](const error& signal) {
+        refuse_now(nodes, "serve was stopped (" + signal.where + ") before the stream started");
+        io.stop();
+    };
     emit(config, {session_event::kind::started, 0, "", "", "", 0, nodes.size(), why});
     const auto plan = plan_tree(nodes.size(), config.arity);
     const std::string server_address = nodes[0].control.local_endpoint().address().to_string();
@@ -1228,11 +1244,12 @@ asio::awaitable<result<serve_report>> serve(asio::io_context& io, tcp::acceptor&
     asio::steady_timer spacing{io};
     for (std::size_t i = 0; i < nodes.size(); ++i) {
         if (heal.failed[i + 1]) continue;
-        if (i > 0 && config.stagger.count() > 0) {
+        if (i > 0 && config.stagger.count() > 0 && !stop.why) {
             // The nodes still waiting hear from the server every second meanwhile: a node
             // gives up on a server that is silent for 15 s, and a long --stagger is not that.
+            // Interrupted, the rest are released at once (they are done).
             const auto until = clock::now() + config.stagger;
-            while (clock::now() < until) {
+            while (clock::now() < until && !stop.why) {
                 spacing.expires_at(std::min(until, clock::now() + std::chrono::seconds(1)));
                 co_await spacing.async_wait(use_result);
                 queue_heartbeats(heal, stats, static_cast<std::uint32_t>(i + 1));  // the released ones are closed
@@ -1783,7 +1800,7 @@ asio::awaitable<result<join_report>> join(asio::io_context& io, const join_confi
     const bool stream_ok = plane.outcome->has_value();
     // Stopped by give_up (not by a failure of its own): the reason is give_up's.
     const bool stopped = !stream_ok && plane.outcome->error().code == std::errc::operation_canceled;
-    const std::optional<error> gave_up = stopped || stream_ok ? run->gave_up : std::nullopt;
+    const std::optional<error> gave_up = stopped ? run->gave_up : std::nullopt;
     // The node's own work after the stream (extraction's end, fixups); it keeps reporting.
     std::optional<error> after_failed;
     if (stream_ok && config.after_stream) {
@@ -1829,10 +1846,13 @@ asio::awaitable<result<join_report>> join(asio::io_context& io, const join_confi
     else if (!d.ok) failure = std::move(*plane.outcome).error();
     // Until the release (the server closes the connection after it) this node may still be
     // given a new parent, to tell it that this subtree has everything.
-    while (!failure && !run->released && !run->server_gone) {
+    while (!failure && !run->released && !run->server_gone && !run->gave_up) {
         co_await pause();
         (void)tend_parent(*run, io, config, assignment.node, true, true);
     }
+    // A signal after the stream (during the node's own work, which ends first, or while it
+    // waits for the release): the node has reported what it did, and stops now.
+    if (!failure && !run->released && run->gave_up) failure = *run->gave_up;
     asio::error_code ignored;
     run->data.close(ignored);
     run->control.close(ignored);
@@ -1910,6 +1930,7 @@ const std::error_category& session_category() noexcept {
 std::error_code make_error_code(session_errc e) noexcept { return {static_cast<int>(e), session_category()}; }
 
 result<serve_report> serve_session(const serve_config& config, relay_stats& stats) {
+    interruption stop;
     asio::io_context io;
     asio::error_code ec;
     tcp::acceptor control{io};
@@ -1941,28 +1962,24 @@ result<serve_report> serve_session(const serve_config& config, relay_stats& stat
     asio::co_spawn(io, answer_discovery(discovery, local, config.session, control_port, config.log), asio::detached);
     asio::co_spawn(io, answer_forwarded(discovery, local, config.session, control_port, config.log), asio::detached);
     admission state{io};
-    interruption stop{io};
-    // Until serve() streams: the nodes that joined are told why (a message this small goes
-    // into the socket's buffer at once), and the session ends here.
+    // Until serve() has assigned the nodes: the joined ones are told why, and the session ends here.
     stop.act = [&io, &state](const error& why) {
-        const auto refusal = protocol::encode_message(protocol::refuse{"serve was stopped (" + why.where + ") before the session started"});
-        for (auto& n : state.joined) {
-            asio::error_code ignored;
-            asio::write(n.control, asio::buffer(refusal), ignored);
-        }
+        refuse_now(state.joined, "serve was stopped (" + why.where + ") before the session started");
         io.stop();
     };
-    stop.arm(config.log);
+    asio::signal_set signals{io, SIGINT, SIGTERM};
+    watch_signals(signals, stop, config.log);
     auto outcome = run_until_stopped(io, serve(io, control, data, config, state, stats, stop));
     if (!outcome) return *stop.why;
     return *std::move(outcome);
 }
 
 result<join_report> join_session(const join_config& config, relay_stats& stats) {
+    interruption stop;
     asio::io_context io;
-    interruption stop{io};
     stop.act = [&io](const error&) { io.stop(); };  // until join() has a stream to stop
-    stop.arm(config.log);
+    asio::signal_set signals{io, SIGINT, SIGTERM};
+    watch_signals(signals, stop, config.log);
     auto outcome = run_until_stopped(io, join(io, config, stats, stop));
     if (!outcome) return *stop.why;
     return *std::move(outcome);

@@ -12,7 +12,7 @@
 #   5. --order FILE puts the named nodes first: the assigned parents follow the file.
 #   6. SIGINT to serve while it waits: the joined node is told why, writes nothing; while it
 #      streams (from a FIFO the test feeds): the node is dropped with that reason, serve prints
-#      its table with the node failed.
+#      its table with the node failed; during a --stagger: the rest are released at once.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/cluster_lib.sh"
@@ -177,6 +177,8 @@ for ((t = 0; t < 400; t++)); do
     [ "$(stat -c %s "$data/sigs1" 2>/dev/null || echo 0)" -ge $((4 << 20)) ] && break
     sleep 0.05
 done
+[ "$(stat -c %s "$data/sigs1" 2>/dev/null || echo 0)" -ge $((4 << 20)) ] ||
+    fail "node 1 did not store the first 4 MiB within 20 s: $(tail -n 3 "$run/join1.err")"
 kill -INT "$(kaclone_pid "$serve_pid")"
 wait_session 1
 exec 7>&-
@@ -188,5 +190,20 @@ expect_rc "node 1 (its server stopped while streaming)" "${join_rc[1]}" 1 "$run/
 check_table 1 "" - failed
 [[ "$failed_lines" =~ ^"failed:"$'\n'"  node 1 ($(node_ip 1)): serve was interrupted (SIGINT: stopped by a signal) (at offset "(0|4194304)")"$ ]] ||
     fail "serve's failed: lines: $failed_lines"
+
+# SIGINT during a --stagger of 100 s: the node still waiting is released at once, and both
+# exit 0 (their clones are done) well before the 60 s timeout.
+new_run sigint-stagger
+start_serve 60 --session sigst --nodes 2 --stagger 100s --json --source "$data/source"
+for i in 1 2; do start_join "$i" 60 --session sigst --server "$(node_ip 0)" --sink "$data/sigst$i"; done
+wait_lines "$run/serve.out" '"event":"released"'
+kill -INT "$(kaclone_pid "$serve_pid")"
+wait_session 2
+expect_rc "serve (SIGINT during --stagger)" "$serve_rc" 0 "$run/serve.err"
+for i in 1 2; do
+    expect_rc "node $i (SIGINT to serve during --stagger)" "${join_rc[i]}" 0 "$run/join$i.err"
+    expect_eq "sha256 of node $i's sink" "$(sha "$data/sigst$i")" "$source_sha"
+done
+expect_eq "released events" "$(grep -c '"event":"released"' "$run/serve.out")" 2
 
 echo "PASS: session control (--min/--wait, late node, go, --stagger, two sessions, --order, SIGINT)"
