@@ -177,7 +177,8 @@ result<disk_source> disk_source::prepare(const disk_source_options& options, con
         const std::uint64_t used = used_bytes(joined(root, f.mount));
         // A size in bytes is the same on every node: one too small for the data fails here, before
         // any node is touched (percentages and fill are checked by each node on its own disk).
-        if (part->size.kind == desc::size_kind::bytes && part->size.bytes < used)
+        // With excludes the data sent is less than what is in use, by an amount not known here.
+        if (part->size.kind == desc::size_kind::bytes && part->size.bytes < used && excludes[i].empty())
             return invalid(desc_name + ":" + std::to_string(part->line) + ": the partition for " + f.mount + " is " +
                            format_bytes(part->size.bytes) + ", but the golden " + f.mount + " has " + format_bytes(used) +
                            " in use: it cannot fit");
