@@ -50,11 +50,12 @@ node_kaclone=$(kaclone_pid "${join_pid[1]}")
 [ -n "$serve_kaclone" ] && [ -n "$node_kaclone" ] || fail "serve or node 1 is not running at node 1's layout"
 on_exit "kill -CONT $serve_kaclone 2>/dev/null"
 kill -STOP "$serve_kaclone"
-for ((t = 0; t < 400; t++)); do
+# Within 10 s: a node gives up on a server it has not heard from for 15 s.
+for ((t = 0; t < 200; t++)); do
     grep -qF " $run/target1 " "/proc/$node_kaclone/mountinfo" 2>/dev/null && break
     sleep 0.05
 done
-grep -qF " $run/target1 " "/proc/$node_kaclone/mountinfo" || fail "node 1 did not mount its clone at $run/target1 within 20 s:
+grep -qF " $run/target1 " "/proc/$node_kaclone/mountinfo" || fail "node 1 did not mount its clone at $run/target1 within 10 s:
 $(cat "$run/join1.err")"
 kill -INT "$node_kaclone"
 wait_rc "${join_pid[1]}"

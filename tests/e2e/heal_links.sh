@@ -83,6 +83,18 @@ ip netns exec "${prefix}1" ip rule del ipproto tcp dport "$port" unreachable
 echo "ok 2: node 1 could not reach the server's data port: it failed itself, node 2 took its place"
 
 # 3.
+# ss -K needs the kernel's socket destroy (CONFIG_INET_DIAG_DESTROY): probed on a connection
+# of the test's own, in node 1's namespace.
+probe=$(ip netns exec "${prefix}1" python3 -c '
+import socket, subprocess
+l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen()
+c = socket.create_connection(l.getsockname()); a, _ = l.accept()
+subprocess.run(["ss", "-Hnt", "-K", "dst", "127.0.0.1", "dport", "=", ":%d" % l.getsockname()[1]], capture_output=True)
+try:
+    c.send(b"x"); print("alive")
+except OSError:
+    print("destroyed")')
+[ "$probe" == destroyed ] || skip "ss -K cannot destroy sockets on this kernel (CONFIG_INET_DIAG_DESTROY), needed for part 3; parts 1 and 2 passed"
 new_run relink
 rm -f "$data"/node*.img
 mkfifo "$work/source.fifo"

@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """flood.py HOST PORT COUNT: keeps COUNT TCP connections to HOST:PORT open that never send a
-byte; one that the other side closes is opened again at once. Prints "ready" on stdout once
+byte; one that the other side closes is opened again 2 ms later. Prints "ready" on stdout once
 COUNT are open; on SIGTERM prints "closed N" (how many the other side closed) and exits 0."""
 import selectors
 import signal
 import socket
 import sys
+import time
 
 host, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 sel = selectors.DefaultSelector()
@@ -43,6 +44,7 @@ while not stop:
         s.close()
         closed += 1
         if not stop:
+            time.sleep(0.002)  # a steady flood, not a busy loop on a shared CPU
             try:
                 open_one()
             except OSError:
