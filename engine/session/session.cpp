@@ -292,8 +292,6 @@ asio::awaitable<void> answer_forwarded(udp::socket& socket, local_datagram::sock
     }
 }
 
-// Who has joined, and whether the session may start. Lives outside the io_context's
-// coroutines (serve_session), which all borrow it; every change wakes `wake`.
 // Connections on one port that are still to say who they are, oldest first. Past `limit` the
 // oldest is cut off (closed: its handshake ends at once), so that a flood of silent
 // connections cannot keep the nodes out; told in one log line per 10 s.
@@ -329,6 +327,8 @@ struct first_words {
     clock::time_point cut_told{};
 };
 
+// Who has joined, and whether the session may start. Lives outside the io_context's
+// coroutines (serve_session), which all borrow it; every change wakes `wake`.
 struct admission {
     explicit admission(asio::io_context& io) : wake(io) {}
     void changed() { wake.cancel(); }
@@ -505,8 +505,6 @@ asio::awaitable<void> accept_control(tcp::acceptor& acceptor, const serve_config
     }
 }
 
-// Waits until the session may start: all nodes joined, an operator's go, or the --wait
-// deadline with at least --min nodes. Returns why, in words.
 // Whether the node at the other end of a joined node's control connection has closed or reset
 // it (the node was stopped, or it refused this server after joining: a key it does not hold).
 bool peer_left(tcp::socket& control) {
@@ -533,6 +531,8 @@ void forget_left(const serve_config& config, admission& state) {
     }
 }
 
+// Waits until the session may start: all nodes joined, an operator's go, or the --wait
+// deadline with at least --min nodes. Returns why, in words.
 asio::awaitable<std::string> wait_for_start(const serve_config& config, admission& state, clock::time_point began) {
     const bool early = config.wait.count() > 0;
     const unsigned min_nodes = std::max(config.min_nodes, 1u);
@@ -745,21 +745,22 @@ struct healing {
                        (orphans.empty() || stream_done ? "" : "; node " + moved + " now resume" + (orphans.size() == 1 ? "s" : "") +
                                                                    " from " + name_of(up)));
         if (stream_done) return;
-        protocol::adopt place{k, {}};
-        for (const std::uint32_t o : orphans) place.children.push_back({o, nodes[o - 1].address});
-        // The parent first, so that it expects them when they connect.
+        take_place(k, up, orphans);
+    }
+
+    // `movers` take the place of `lost` below `up` and resume there from the byte they have:
+    // the parent is told first, so that it expects them when they connect.
+    void take_place(std::uint32_t lost, std::uint32_t up, const std::vector<std::uint32_t>& movers) {
         if (up == 0) {
-            door.expected.erase(k);
-            std::vector<std::uint32_t> ids;
-            for (const auto& c : place.children) {
-                door.expected[c.node] = c.address;
-                ids.push_back(c.node);
-            }
-            source.replace_child(k, std::move(ids));
+            door.expected.erase(lost);
+            for (const std::uint32_t o : movers) door.expected[o] = nodes[o - 1].address;
+            source.replace_child(lost, movers);
         } else {
+            protocol::adopt place{lost, {}};
+            for (const std::uint32_t o : movers) place.children.push_back({o, nodes[o - 1].address});
             outbox.emplace_back(up, std::move(place));
         }
-        for (const std::uint32_t o : orphans) {
+        for (const std::uint32_t o : movers) {
             report.nodes[o - 1].parent_address = up == 0 ? server_address : nodes[up - 1].address;
             protocol::reparent move{up, report.nodes[o - 1].parent_address, up == 0 ? server_port : nodes[up - 1].data_port};
             outbox.emplace_back(o, std::move(move));
@@ -780,15 +781,7 @@ struct healing {
                        std::to_string(k) + " reconnects to " + (up == 0 ? "it" : "node " + std::to_string(up)) + " and resumes where it is");
         restart_flow(k);
         relinked_at[k] = clock::now();
-        const std::string address = nodes[k - 1].address;
-        if (up == 0) {
-            door.expected[k] = address;
-            source.replace_child(k, {k});
-        } else {
-            outbox.emplace_back(up, protocol::adopt{k, {{k, address}}});
-        }
-        outbox.emplace_back(k, protocol::reparent{up, report.nodes[k - 1].parent_address, up == 0 ? server_port : nodes[up - 1].data_port});
-        if (wake) wake();
+        take_place(k, up, {k});
     }
 
     // A node's report that its data connection to `about` broke: believed when `about` is its
@@ -838,7 +831,6 @@ struct healing {
         }
     }
     std::vector<clock::time_point> relinked_at;  // by node
-
 
     // Flow, by node ([0]: the server): the last seconds of reports (--drop-slow) and the last
     // progress (the data-stall rule); since when a node has been the one holding everyone back.
@@ -1052,16 +1044,6 @@ struct interruption {
     std::function<void(const error&)> act;
 };
 
-void watch_signals(asio::signal_set& signals, interruption& stop, const log_fn& log) {
-    signals.async_wait([&signals, &stop, log](const asio::error_code& ec, int number) {
-        if (ec) return;
-        stop.why = session_error(session_errc::interrupted, number == SIGINT ? "SIGINT" : "SIGTERM");
-        asio::error_code ignored;
-        signals.clear(ignored);
-        if (log) log(stop.why->where + ": stopping (a second signal kills at once)");
-        if (stop.act) stop.act(*stop.why);
-    });
-}
 
 // Nodes the session will not run with are told why; a message this small goes into the
 // socket's buffer at once (this runs in a signal's handler, which does not wait).
@@ -1283,6 +1265,24 @@ std::optional<result<T>> run_until_stopped(asio::io_context& io, asio::awaitable
     return outcome;
 }
 
+// Runs `task` on `io` with SIGINT and SIGTERM handled by `stop`: the result of `task`, or the
+// signal when `stop.act` stopped `io` before `task` completed.
+template <class T>
+result<T> run_interruptible(asio::io_context& io, interruption& stop, const log_fn& log, asio::awaitable<result<T>> task) {
+    asio::signal_set signals{io, SIGINT, SIGTERM};
+    signals.async_wait([&signals, &stop, log](const asio::error_code& ec, int number) {
+        if (ec) return;
+        stop.why = session_error(session_errc::interrupted, number == SIGINT ? "SIGINT" : "SIGTERM");
+        asio::error_code ignored;
+        signals.clear(ignored);
+        if (log) log(stop.why->where + ": stopping (a second signal kills at once)");
+        if (stop.act) stop.act(*stop.why);
+    });
+    auto outcome = run_until_stopped(io, std::move(task));
+    if (!outcome) return *stop.why;
+    return *std::move(outcome);
+}
+
 // Runs `task` to completion on `io` and returns its result.
 template <class T>
 result<T> run_to_completion(asio::io_context& io, asio::awaitable<result<T>> task) {
@@ -1290,7 +1290,6 @@ result<T> run_to_completion(asio::io_context& io, asio::awaitable<result<T>> tas
     KACLONE_ASSERT(outcome.has_value());
     return *std::move(outcome);
 }
-
 
 // ---------------------------------------------------------------- node
 
@@ -1967,22 +1966,14 @@ result<serve_report> serve_session(const serve_config& config, relay_stats& stat
         refuse_now(state.joined, "serve was stopped (" + why.where + ") before the session started");
         io.stop();
     };
-    asio::signal_set signals{io, SIGINT, SIGTERM};
-    watch_signals(signals, stop, config.log);
-    auto outcome = run_until_stopped(io, serve(io, control, data, config, state, stats, stop));
-    if (!outcome) return *stop.why;
-    return *std::move(outcome);
+    return run_interruptible(io, stop, config.log, serve(io, control, data, config, state, stats, stop));
 }
 
 result<join_report> join_session(const join_config& config, relay_stats& stats) {
     interruption stop;
     asio::io_context io;
     stop.act = [&io](const error&) { io.stop(); };  // until join() has a stream to stop
-    asio::signal_set signals{io, SIGINT, SIGTERM};
-    watch_signals(signals, stop, config.log);
-    auto outcome = run_until_stopped(io, join(io, config, stats, stop));
-    if (!outcome) return *stop.why;
-    return *std::move(outcome);
+    return run_interruptible(io, stop, config.log, join(io, config, stats, stop));
 }
 
 result<std::uint32_t> start_session(const go_config& config) {
