@@ -71,14 +71,16 @@ result<void> disk_sink::shared::lay_out() {
     // The data must fit where the plan puts it on this disk (percentages and fill differ from
     // node to node): checked before anything is written.
     for (const auto& e : manifest.streams) {
-        const std::uint64_t need = e.kind == manifest::stream_kind::tree ? e.estimate : e.kind == manifest::stream_kind::raw ? e.bytes : 0;
+        const bool tree = e.kind == manifest::stream_kind::tree;
+        if (!tree && e.kind != manifest::stream_kind::raw) continue;  // the boot code has no partition
+        // A tree with excludes sends less than was in use, by an amount not known here.
+        const std::uint64_t need = tree ? (e.excludes.empty() ? e.estimate : 0) : e.bytes;
         const auto at = std::find_if(p->partitions.begin(), p->partitions.end(), [&](const layout::planned_partition& q) {
-            return e.kind == manifest::stream_kind::tree ? q.mount == e.mount : std::to_string(q.number) == e.partition;
+            return tree ? q.mount == e.mount : std::to_string(q.number) == e.partition;
         });
-        // With excludes the tree sent is smaller than what was in use, by an amount not known.
-        if (need == 0 || !e.excludes.empty() || at == p->partitions.end() || at->size_bytes >= need) continue;
-        const std::string what = e.kind == manifest::stream_kind::tree ? "the golden " + e.mount + " has " + format_bytes(need) + " in use"
-                                                                        : "the golden partition " + e.partition + " is " + format_bytes(need);
+        if (at == p->partitions.end() || at->size_bytes >= need) continue;
+        const std::string what = tree ? "the golden " + e.mount + " has " + format_bytes(need) + " in use"
+                                      : "the golden partition " + e.partition + " is " + format_bytes(need);
         return failed_because("the server's description:" + std::to_string(at->line) + ": partition " + std::to_string(at->number) +
                               " is " + format_bytes(at->size_bytes) + " on " + options.disk + ", but " + what +
                               ": it cannot fit (nothing was written)");
