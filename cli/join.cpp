@@ -125,6 +125,7 @@ int run_join(const CLI::App& command, const join_options& opts) {
         config.after_stream = [&clone] { return clone->finish(); };
     }
     config.relay = opts.relay;
+    apply_test_faults(config.relay);
     config.on_tick = [&progress](const relay_stats& s) { progress.update(s.stored_bytes.load()); };
     config.log = say;
     config.on_event = [&opts, &clone](const session_event& e) {
@@ -163,6 +164,7 @@ int run_join(const CLI::App& command, const join_options& opts) {
         if (tree_target) o.add("entries", extracted.entries).add("warnings", extracted.warnings);
         print_json_line(o);
     }
+    if (!report->stream.zerocopy_refused.empty()) log_line(report->stream.zerocopy_refused);
     if (tree_target)
         std::fprintf(stderr, "kaclone join: extracted %llu entries (%llu warnings) into %s\n",
                      static_cast<unsigned long long>(extracted.entries), static_cast<unsigned long long>(extracted.warnings),

@@ -44,6 +44,16 @@ inline void add_relay_options(CLI::App& cmd, relay_config& relay) {
         ->option_text("splice|zerocopy (default: splice)");
 }
 
+// Test-only faults (see relay_config), from the environment: the tests' way in.
+inline void apply_test_faults(relay_config& relay) {
+    const auto from_env = [](const char* name, std::uint64_t& to) {
+        if (const char* value = std::getenv(name)) to = std::strtoull(value, nullptr, 10);
+    };
+    from_env("KACLONE_FAULT_FLIP_BYTE", relay.fault_flip_byte);
+    from_env("KACLONE_FAULT_FORGE_BYTE", relay.fault_forge_byte);
+    from_env("KACLONE_FAULT_REFUSE_ZEROCOPY_AT", relay.fault_refuse_zerocopy_at);
+}
+
 // The reason the relay options cannot work, or "" when they can.
 // A buffer larger than the machine's memory fails only once the stream starts (and costs the
 // session a node): refused up front.

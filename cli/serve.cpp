@@ -306,8 +306,7 @@ int run_serve(const CLI::App& command, const serve_options& opts) {
     config.source_bytes = source_file.bytes;
     config.expected_bytes = clone ? clone->expected_bytes() : 0;
     config.relay = opts.relay;
-    if (const char* flip = std::getenv("KACLONE_FAULT_FLIP_BYTE")) config.relay.fault_flip_byte = std::strtoull(flip, nullptr, 10);
-    if (const char* forge = std::getenv("KACLONE_FAULT_FORGE_BYTE")) config.relay.fault_forge_byte = std::strtoull(forge, nullptr, 10);
+    apply_test_faults(config.relay);
     live_table view;
     if (clone) {
         // The live view: a row per node, redrawn once a second (a terminal only).
@@ -359,6 +358,7 @@ int run_serve(const CLI::App& command, const serve_options& opts) {
     }
     const unsigned good = opts.json ? print_json_report(opts.session, *report) : print_report(*report);
     if (clone && !opts.json) print_phase_times(*report);
+    if (!report->source.zerocopy_refused.empty()) log_line(report->source.zerocopy_refused);
     const std::size_t failed = report->nodes.size() - good;
     const bool nodes_ok = failed <= opts.allow_failures;
     if (failed > 0 && nodes_ok)

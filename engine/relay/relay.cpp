@@ -144,13 +144,17 @@ protected:
         bool send_inflight = false;
         std::uint64_t sent_pos = 0;  // wire position handed to its socket (or its pipe)
         // Sends whose bytes are not released yet, in order: sent up to `upto`; `held` while the
-        // kernel's SEND_ZC notification is still to come. A plain send (SEND_ZC refused, or
-        // zerocopy off) queues behind held ones with held false: it releases with them.
+        // kernel's SEND_ZC notification for send `seq` is still to come. A plain send (SEND_ZC
+        // refused, or zerocopy off) queues behind held ones with held false: it releases with
+        // them. Notifications are matched by `seq`: they come when the kernel frees the last
+        // buffer of a send, which need not be in the order of the sends.
         struct sent_mark {
             std::uint64_t upto;
             bool held;
+            std::uint32_t seq;
         };
         std::deque<sent_mark> zc_pending;
+        std::uint32_t send_seq = 0;  // of the send in flight (user_data bits 8-31)
         bool holds() const noexcept { return st != state::gone; }
     };
 
@@ -169,12 +173,15 @@ protected:
     }
     virtual ~node_base() = default;
 
-    // user_data: the op in the low 32 bits, `tag` (a child's serial) in the high ones.
-    void submit(io_uring_sqe* sqe, op kind, std::uint32_t tag = 0) noexcept {
-        io_uring_sqe_set_data64(sqe, static_cast<std::uint64_t>(kind) | (std::uint64_t{tag} << 32));
+    // user_data: the op in the low 8 bits, `seq` (a child's send) in bits 8-31, `tag` (a
+    // child's serial) in the high 32.
+    static constexpr std::uint32_t seq_mask = 0xffffff;
+    void submit(io_uring_sqe* sqe, op kind, std::uint32_t tag = 0, std::uint32_t seq = 0) noexcept {
+        io_uring_sqe_set_data64(sqe, static_cast<std::uint64_t>(kind) | (std::uint64_t{seq & seq_mask} << 8) | (std::uint64_t{tag} << 32));
         ++inflight_;
     }
-    static op kind_of(const io_uring_cqe& cqe) noexcept { return static_cast<op>(cqe.user_data & 0xffffffffu); }
+    static op kind_of(const io_uring_cqe& cqe) noexcept { return static_cast<op>(cqe.user_data & 0xffu); }
+    static std::uint32_t seq_of(const io_uring_cqe& cqe) noexcept { return static_cast<std::uint32_t>(cqe.user_data >> 8) & seq_mask; }
     static std::uint32_t tag_of(const io_uring_cqe& cqe) noexcept { return static_cast<std::uint32_t>(cqe.user_data >> 32); }
 
     void fail(error e) {
@@ -342,9 +349,14 @@ protected:
             const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(end - c.sent_pos, max_io_bytes));
             const auto bytes = ring_.at(c.sent_pos, n);
             auto* sqe = uring_.sqe();
-            if (zerocopy && zerocopy_works_) io_uring_prep_send_zc(sqe, c.fd, bytes.data(), n, MSG_NOSIGNAL, 0);
-            else io_uring_prep_send(sqe, c.fd, bytes.data(), n, MSG_NOSIGNAL);
-            submit(sqe, op::child_out, c.serial);
+            if (zerocopy && zerocopy_works_) {
+                io_uring_prep_send_zc(sqe, c.fd, bytes.data(), n, MSG_NOSIGNAL, 0);
+                // Test-only fault: flags no kernel knows, so that it refuses the send (EINVAL).
+                if (c.sent_pos >= config_.fault_refuse_zerocopy_at) sqe->ioprio = 0x8000;
+            } else {
+                io_uring_prep_send(sqe, c.fd, bytes.data(), n, MSG_NOSIGNAL);
+            }
+            submit(sqe, op::child_out, c.serial, ++c.send_seq);
             c.send_inflight = true;
         }
     }
@@ -356,10 +368,11 @@ protected:
         }
     }
     void on_forward(const io_uring_cqe& cqe, child_link& c) {
-        if (cqe.flags & IORING_CQE_F_NOTIF) {  // the kernel is done with the oldest zc send
-            const auto oldest = std::find_if(c.zc_pending.begin(), c.zc_pending.end(), [](const auto& m) { return m.held; });
-            if (oldest == c.zc_pending.end()) return;  // a place given up meanwhile
-            oldest->held = false;
+        if (cqe.flags & IORING_CQE_F_NOTIF) {  // the kernel is done with send seq_of(cqe)
+            const auto done = std::find_if(c.zc_pending.begin(), c.zc_pending.end(),
+                                           [seq = seq_of(cqe)](const auto& m) { return m.held && m.seq == seq; });
+            if (done == c.zc_pending.end()) return;  // a place given up meanwhile
+            done->held = false;
             return release_sent(c);
         }
         c.send_inflight = false;
@@ -370,11 +383,13 @@ protected:
             return;
         }
         if (cqe.res > 0) c.sent_pos += static_cast<std::uint64_t>(cqe.res);
-        c.zc_pending.push_back({c.sent_pos, notification_follows});
+        c.zc_pending.push_back({c.sent_pos, notification_follows, c.send_seq & seq_mask});
         release_sent(c);
         if (cqe.res > 0 || interrupted(cqe.res)) return;
         if ((cqe.res == -EINVAL || cqe.res == -EOPNOTSUPP) && zerocopy_works_) {
             zerocopy_works_ = false;  // kernel or socket without SEND_ZC: plain send from now on
+            zerocopy_refused_ = "the kernel refused SEND_ZC to " + child_name(c) + " at wire byte " + std::to_string(c.sent_pos) +
+                                " (" + errno_text(cqe.res) + "): plain sends from there";
             return;
         }
         lose(c, "send to it: " + errno_text(cqe.res == 0 ? -EPIPE : cqe.res));
@@ -473,6 +488,7 @@ protected:
     std::uint64_t wake_value_ = 0;
     bool wake_inflight_ = false;
     bool zerocopy_works_ = true;
+    std::string zerocopy_refused_;  // why zerocopy_works_ is false ("" while it works)
 };
 
 // ---------------------------------------------------------------- source
@@ -503,7 +519,7 @@ public:
         drain(-1);
         if (error_) return *error_;
         publish();
-        return relay_result{offset_, digest_.digest(), std::chrono::steady_clock::now() - eof_at_};
+        return relay_result{offset_, digest_.digest(), std::chrono::steady_clock::now() - eof_at_, zerocopy_refused_};
     }
 
 private:
@@ -656,7 +672,7 @@ public:
         if (error_) return *error_;
         if (sink_.kind == sink_kind::regular_file && ::ftruncate(sink_.fd, static_cast<off_t>(total_)) != 0)
             return last_sys_error("set the size of the sink file");
-        return relay_result{total_, digest_.digest(), {}};
+        return relay_result{total_, digest_.digest(), {}, zerocopy_refused_};
     }
 
 private:

@@ -133,6 +133,15 @@ expect_rc() {
 $(tail -n 5 "$4")"
 }
 
+# expect_session_ok N: nodes 1..N and serve all exited 0.
+expect_session_ok() {
+    local n=$1 i
+    for ((i = 1; i <= n; i++)); do
+        expect_rc "node $i (join)" "${join_rc[i]}" 0 "$run/join$i.err"
+    done
+    expect_rc "serve" "$serve_rc" 0 "$run/serve.err"
+}
+
 kaclone_pid() {
     pgrep -P "$1" -x kaclone || true
 }

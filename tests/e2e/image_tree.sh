@@ -65,10 +65,7 @@ for ((i = 1; i <= n; i++)); do
 done
 wait_session "$n"
 
-for ((i = 1; i <= n; i++)); do
-    expect_rc "node $i (join)" "${join_rc[i]}" 0 "$run/join$i.err"
-done
-expect_rc "serve" "$serve_rc" 0 "$run/serve.err"
+expect_session_ok "$n"
 check_no_process $(seq "$n")
 sent=$(grep '^kaclone serve: sent ' "$run/serve.err") || fail "serve did not print what it sent:
 $(cat "$run/serve.err")"

@@ -53,6 +53,10 @@ struct relay_config {
     // its frame and then writes the checksum of the altered payload, as someone rewriting
     // bytes on the wire would: only a session key's tag catches it (env KACLONE_FAULT_FORGE_BYTE).
     std::uint64_t fault_forge_byte = std::numeric_limits<std::uint64_t>::max();
+    // Test-only fault: zerocopy mode, every SEND_ZC to a child from this wire position on is
+    // made with flags the kernel refuses, as a kernel or socket without SEND_ZC would (env
+    // KACLONE_FAULT_REFUSE_ZEROCOPY_AT, serve and join).
+    std::uint64_t fault_refuse_zerocopy_at = std::numeric_limits<std::uint64_t>::max();
     // Sessions with a key: the source tags every frame, every node verifies every tag (and
     // refuses untagged frames). Borrowed; must outlive run_source/run_relay. Null: open session.
     const auth::frame_signer* signer = nullptr;
@@ -89,6 +93,7 @@ struct relay_result {
     std::uint64_t bytes = 0;  // stream bytes
     protocol::stream_digest digest;
     std::chrono::steady_clock::duration drain{};  // source: from its EOF to the final ack
+    std::string zerocopy_refused;  // zerocopy mode: why and where it fell back to plain sends ("" if not)
 };
 
 // What the data plane tells the control plane while it runs (called on the data plane's
