@@ -60,6 +60,7 @@ const char* describe(session_errc e) noexcept {
         case session_errc::refused: return "refused by the server";
         case session_errc::timeout: return "timed out";
         case session_errc::interrupted: return "stopped by a signal";
+        case session_errc::declined: return "declined by the peer";
     }
     return "unknown session error";
 }
@@ -120,8 +121,11 @@ constexpr std::string_view data_child = "data child", data_parent = "data parent
 }  // namespace role
 
 // The verifier's side of the handshake: challenge the peer; with a key, check its proof for
-// `peer_role` and prove ourselves as `own_role`. Without a key the challenge says so and the
-// session runs open. A wrong proof is refused in words and returned as unauthenticated.
+// `peer_role` and prove ourselves as `own_role`. Without a key the challenge says so, the
+// session runs open and the peer answers with an empty proof, or refuses (a peer with a key
+// does not trust an open session): only then does it count, so that a node that will not stay
+// never completes a session's count. A wrong proof is refused in words and returned as
+// unauthenticated.
 asio::awaitable<result<void>> demand_proof(tcp::socket& socket, const std::string& peer, const std::optional<auth::session_key>& key,
                                            const std::string& session, std::string_view peer_role, std::string_view own_role,
                                            std::chrono::milliseconds deadline) {
@@ -131,9 +135,14 @@ asio::awaitable<result<void>> demand_proof(tcp::socket& socket, const std::strin
     const protocol::message challenge = c;
     auto sent = co_await write_message(socket, challenge, peer);
     if (!sent) co_return std::move(sent).error();
-    if (!key) co_return result<void>{};
     auto m = co_await read_message(socket, peer, deadline);
     if (!m) co_return std::move(m).error();
+    if (!key) {
+        if (auto* r = std::get_if<protocol::refuse>(&*m)) co_return session_error(session_errc::declined, r->reason);
+        if (!std::holds_alternative<protocol::proof>(*m))
+            co_return error{make_error_code(protocol::errc::unknown_type), peer + ": expected the answer to the challenge"};
+        co_return result<void>{};
+    }
     const auto* p = std::get_if<protocol::proof>(&*m);
     if (p == nullptr || !auth::proofs_equal(p->mac, auth::prove(*key, peer_role, session, c.nonce, p->nonce))) {
         const protocol::message refused = protocol::refuse{"wrong key: no valid proof for the key of session '" + session + "'"};
@@ -159,10 +168,17 @@ asio::awaitable<result<void>> give_proof(tcp::socket& socket, const std::string&
     if (c == nullptr) co_return error{make_error_code(protocol::errc::unknown_type), peer + ": expected a challenge"};
     if (c->keyed && !key)
         co_return session_error(session_errc::refused, "session '" + session + "' needs a key: run with --key FILE");
-    if (!c->keyed && key)
-        co_return error{make_error_code(protocol::errc::unauthenticated),
-                        peer + " runs session '" + session + "' without a key, but this side has --key: not trusting it"};
-    if (!key) co_return result<void>{};
+    if (!c->keyed) {
+        // Open: an empty proof takes part; a side with a key says in words why it does not.
+        protocol::message answer = protocol::proof{};
+        if (key) answer = protocol::refuse{"it has --key and this side runs session '" + session + "' without one: not trusting it"};
+        auto sent = co_await write_message(socket, answer, peer);
+        if (key)
+            co_return error{make_error_code(protocol::errc::unauthenticated),
+                            peer + " runs session '" + session + "' without a key, but this side has --key: not trusting it"};
+        if (!sent) co_return std::move(sent).error();
+        co_return result<void>{};
+    }
     const auth::nonce own = auth::random_nonce();
     const protocol::message answer = protocol::proof{own, auth::prove(*key, own_role, session, c->nonce, own)};
     auto sent = co_await write_message(socket, answer, peer);
@@ -447,6 +463,11 @@ asio::awaitable<void> greet(first_words::place me, const serve_config& config, a
         if (refusal.empty()) {
             auto proved = co_await demand_proof(socket, peer, config.key, config.session, role::control_node,
                                                 role::control_server, config.admission_timeout);
+            if (!proved && proved.error().code == session_errc::declined) {  // it would not take part
+                if (config.log) config.log(peer + " did not join: " + proved.error().where);
+                emit(config, {session_event::kind::refused, 0, "", peer, "", 0, 0, proved.error().where});
+                co_return;
+            }
             if (!proved) refusal = failed_proof(proved.error());  // demand_proof told the peer
             else refusal = closed();  // it may have started while we waited for the proof
             if (!refusal.empty() && proved) answer = protocol::refuse{refusal};

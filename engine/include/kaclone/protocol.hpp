@@ -19,7 +19,7 @@
 namespace kaclone::protocol {
 
 // The protocol version; both sides say theirs first and refuse a different one in words.
-inline constexpr std::uint16_t version = 3;
+inline constexpr std::uint16_t version = 4;
 
 enum class errc {
     bad_magic = 1,      // the bytes do not start with kaclone's magic: not a kaclone peer
@@ -219,7 +219,8 @@ struct challenge {
     bool operator==(const challenge&) const = default;
 };
 // The answer to a challenge, and the verifier's answer back (both sides prove): the prover's
-// own nonce and HMAC-SHA256 under the key (auth::prove).
+// own nonce and HMAC-SHA256 under the key (auth::prove). An open challenge (not keyed) is
+// answered with an empty proof, or with a refuse.
 struct proof {
     std::array<std::byte, 16> nonce{};
     std::array<std::byte, 32> mac{};

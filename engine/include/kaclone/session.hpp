@@ -26,6 +26,7 @@ enum class session_errc {
     refused,          // the server refused this node (the reason is in `where`)
     timeout,          // a peer did not answer before its deadline
     interrupted,      // SIGINT or SIGTERM (which one is in `where`)
+    declined,         // the peer would not take part (its reason is in `where`)
 };
 const std::error_category& session_category() noexcept;
 std::error_code make_error_code(session_errc e) noexcept;
