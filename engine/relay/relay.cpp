@@ -154,7 +154,7 @@ protected:
             std::uint32_t seq;
         };
         std::deque<sent_mark> zc_pending;
-        std::uint32_t send_seq = 0;  // of the send in flight (user_data bits 8-31)
+        std::uint32_t send_seq = 0;  // of the send in flight (user_data bits 8-31, so < 2^24)
         bool holds() const noexcept { return st != state::gone; }
     };
 
@@ -349,14 +349,15 @@ protected:
             const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(end - c.sent_pos, max_io_bytes));
             const auto bytes = ring_.at(c.sent_pos, n);
             auto* sqe = uring_.sqe();
-            if (zerocopy && zerocopy_works_) {
+            if (zerocopy && zerocopy_refused_.empty()) {
                 io_uring_prep_send_zc(sqe, c.fd, bytes.data(), n, MSG_NOSIGNAL, 0);
                 // Test-only fault: flags no kernel knows, so that it refuses the send (EINVAL).
                 if (c.sent_pos >= config_.fault_refuse_zerocopy_at) sqe->ioprio = 0x8000;
             } else {
                 io_uring_prep_send(sqe, c.fd, bytes.data(), n, MSG_NOSIGNAL);
             }
-            submit(sqe, op::child_out, c.serial, ++c.send_seq);
+            c.send_seq = (c.send_seq + 1) & seq_mask;
+            submit(sqe, op::child_out, c.serial, c.send_seq);
             c.send_inflight = true;
         }
     }
@@ -383,11 +384,11 @@ protected:
             return;
         }
         if (cqe.res > 0) c.sent_pos += static_cast<std::uint64_t>(cqe.res);
-        c.zc_pending.push_back({c.sent_pos, notification_follows, c.send_seq & seq_mask});
+        c.zc_pending.push_back({c.sent_pos, notification_follows, c.send_seq});
         release_sent(c);
         if (cqe.res > 0 || interrupted(cqe.res)) return;
-        if ((cqe.res == -EINVAL || cqe.res == -EOPNOTSUPP) && zerocopy_works_) {
-            zerocopy_works_ = false;  // kernel or socket without SEND_ZC: plain send from now on
+        if ((cqe.res == -EINVAL || cqe.res == -EOPNOTSUPP) && zerocopy_refused_.empty()) {
+            // A kernel or socket without SEND_ZC: plain sends from now on.
             zerocopy_refused_ = "the kernel refused SEND_ZC to " + child_name(c) + " at wire byte " + std::to_string(c.sent_pos) +
                                 " (" + errno_text(cqe.res) + "): plain sends from there";
             return;
@@ -487,8 +488,7 @@ protected:
     std::optional<error> error_;
     std::uint64_t wake_value_ = 0;
     bool wake_inflight_ = false;
-    bool zerocopy_works_ = true;
-    std::string zerocopy_refused_;  // why zerocopy_works_ is false ("" while it works)
+    std::string zerocopy_refused_;  // why SEND_ZC is not used any more ("" while it works)
 };
 
 // ---------------------------------------------------------------- source

@@ -168,16 +168,16 @@ asio::awaitable<result<void>> give_proof(tcp::socket& socket, const std::string&
     if (c == nullptr) co_return error{make_error_code(protocol::errc::unknown_type), peer + ": expected a challenge"};
     if (c->keyed && !key)
         co_return session_error(session_errc::refused, "session '" + session + "' needs a key: run with --key FILE");
-    if (!c->keyed) {
-        // Open: an empty proof takes part; a side with a key says in words why it does not.
-        protocol::message answer = protocol::proof{};
-        if (key) answer = protocol::refuse{"it has --key and this side runs session '" + session + "' without one: not trusting it"};
-        auto sent = co_await write_message(socket, answer, peer);
-        if (key)
-            co_return error{make_error_code(protocol::errc::unauthenticated),
-                            peer + " runs session '" + session + "' without a key, but this side has --key: not trusting it"};
-        if (!sent) co_return std::move(sent).error();
-        co_return result<void>{};
+    if (!c->keyed && key) {  // says in words why it does not take part
+        const protocol::message declined = protocol::refuse{"it has --key and this side runs session '" + session + "' without one: not trusting it"};
+        co_await write_message(socket, declined, peer);
+        co_return error{make_error_code(protocol::errc::unauthenticated),
+                        peer + " runs session '" + session + "' without a key, but this side has --key: not trusting it"};
+    }
+    if (!c->keyed) {  // open: an empty proof takes part
+        const protocol::message taken = protocol::proof{};
+        auto sent = co_await write_message(socket, taken, peer);
+        co_return sent;
     }
     const auth::nonce own = auth::random_nonce();
     const protocol::message answer = protocol::proof{own, auth::prove(*key, own_role, session, c->nonce, own)};
