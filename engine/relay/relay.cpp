@@ -14,6 +14,7 @@
 #include <kaclone/relay.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <deque>
 #include <list>
@@ -85,6 +86,7 @@ enum class op : std::uint64_t {
     child_out,    // send/send_zc ring -> child
     child_poll,   // splice mode: poll the piped child for room
     sink_write,   // write ring -> local sink
+    sink_poll,    // splice mode, a pipe sink: poll it for room
     source_read,  // read source -> ring
     ack_in,       // recv acks from a child
     ack_out,      // send an ack to the parent
@@ -632,10 +634,13 @@ private:
 
 // ---------------------------------------------------------------- relay / leaf
 
-// splice mode's two pipes (see relay_node::pump_splice): parent -> `in` -> tee -> `forward`
-// -> child; what was teed is read from `in` into the ring for the frame check and the sink.
+// splice mode's pipes (see relay_node::pump_splice): parent -> `in` -> tee -> `forward` ->
+// child; what was teed is read from `in` into the ring for the frame check and the retention.
+// With a pipe for a sink, `in` is also teed to `stage`, and verified payload goes from there
+// to the sink by splice: the sink gets the received pages, not a copy of the ring.
 struct splice_pipes {
     net::pipe_pair in, forward;
+    std::optional<net::pipe_pair> stage;
 };
 
 constexpr std::size_t pipe_bytes = 1u << 20;
@@ -697,7 +702,7 @@ private:
     }
 
     bool finished() const noexcept {
-        return end_verified_ && jobs_.empty() && !write_inflight_ && children_complete() && !ack_out_inflight_ &&
+        return end_verified_ && jobs_.empty() && !write_inflight_ && !sink_poll_inflight_ && children_complete() && !ack_out_inflight_ &&
                (sent_complete_ || parent_ == parent_state::none);
     }
 
@@ -903,6 +908,7 @@ private:
             forward_bytes_ += take;
             c->sent_pos += take;
         }
+        stage_in(take);
         for (std::size_t left = take; left > 0;) {
             const auto into = ring_.writable(left);
             const ssize_t n = ::read(pipes_->in.read_end(), into.data(), into.size());
@@ -917,6 +923,32 @@ private:
         }
         parse();
         return true;
+    }
+
+    // The bytes about to be read from the in pipe, teed to the stage too while it holds one
+    // run of the wire ending right here (or nothing). When the stage is full (a slow sink),
+    // those bytes are written from the ring instead, and the stage starts again once empty.
+    void stage_in(std::size_t take) {
+        if (!pipes_ || !pipes_->stage || error_) return;
+        const std::uint64_t at = ring_.write_position();  // where the in pipe's bytes begin
+        if (stage_lo_ == stage_hi_) stage_lo_ = stage_hi_ = at;
+        if (stage_hi_ != at) return;
+        const ssize_t teed = ::tee(pipes_->in.read_end(), pipes_->stage->write_end(), take, SPLICE_F_NONBLOCK);
+        if (teed > 0) stage_hi_ += static_cast<std::uint64_t>(teed);
+        else if (teed == 0 || (errno != EAGAIN && errno != EINTR))
+            fail_sys(teed == 0 ? -EIO : -errno, "tee the received bytes to the sink's pipe");
+    }
+
+    // Drops from the stage what the sink does not get (frame headers, tags, the end frame)
+    // up to wire position `to`.
+    void stage_drop(std::uint64_t to) {
+        std::array<std::byte, 256> scratch;
+        while (stage_lo_ < std::min(to, stage_hi_) && !error_) {
+            const auto n = std::min<std::uint64_t>(std::min(to, stage_hi_) - stage_lo_, scratch.size());
+            const ssize_t got = ::read(pipes_->stage->read_end(), scratch.data(), static_cast<std::size_t>(n));
+            if (got > 0) stage_lo_ += static_cast<std::uint64_t>(got);
+            else if (got == 0 || errno != EINTR) fail_sys(got == 0 ? -EPIPE : -errno, "read the sink's pipe");
+        }
     }
 
     bool splice_in() {
@@ -1014,12 +1046,21 @@ private:
     }
 
     void maybe_write_sink() {
-        while (!write_inflight_ && !jobs_.empty()) {
+        while (!write_inflight_ && !sink_poll_inflight_ && !jobs_.empty() && !error_) {
             frame_job& job = jobs_.front();
-            const auto [start, len] = next_run(job);
+            auto [start, len] = next_run(job);
             if (len == 0) {
                 complete_job();
                 continue;
+            }
+            if (pipes_ && pipes_->stage) {
+                const std::uint64_t at = job.pos + start;
+                stage_drop(at);
+                if (stage_lo_ == at && stage_hi_ > at) {
+                    splice_sink(job, std::min(len, stage_hi_ - at));
+                    continue;
+                }
+                if (stage_lo_ > at && stage_lo_ < stage_hi_) len = std::min(len, stage_lo_ - at);  // up to the stage's run
             }
             const auto bytes = ring_.at(job.pos + start, static_cast<std::size_t>(len));
             const std::uint64_t offset = sink_.kind == sink_kind::sequential ? ~0ull : job.offset + start;
@@ -1041,8 +1082,39 @@ private:
         jobs_.front().done += static_cast<std::uint64_t>(res);
     }
 
+    // Stage -> sink, without waiting: EAGAIN arms a poll for room in the sink's pipe.
+    void splice_sink(frame_job& job, std::uint64_t len) {
+        const ssize_t n = ::splice(pipes_->stage->read_end(), nullptr, sink_.fd, nullptr, static_cast<std::size_t>(len),
+                                   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (n > 0) {
+            job.done += static_cast<std::uint64_t>(n);
+            stage_lo_ += static_cast<std::uint64_t>(n);
+            stats_.sink_spliced_bytes.fetch_add(static_cast<std::uint64_t>(n), std::memory_order_relaxed);
+            return;
+        }
+        if (n < 0 && errno == EINTR) return;
+        if (n < 0 && errno == EAGAIN) {
+            auto* sqe = uring_.sqe();
+            io_uring_prep_poll_add(sqe, sink_.fd, POLLOUT);
+            submit(sqe, op::sink_poll);
+            sink_poll_inflight_ = true;
+            stats_.sink_write_since_ns.store(flow_clock_ns(), std::memory_order_relaxed);
+            return;
+        }
+        fail_sys(n == 0 ? -EIO : -errno, "write the local sink at offset " + std::to_string(job.offset + job.done));
+    }
+
+    void on_sink_poll(int res) {
+        sink_poll_inflight_ = false;
+        stats_.sink_busy_ns.fetch_add(flow_clock_ns() - stats_.sink_write_since_ns.exchange(0, std::memory_order_relaxed),
+                                      std::memory_order_relaxed);
+        // ready, or its reader is gone (POLLERR): the next splice says which
+        if (res < 0 && !interrupted(res) && res != -ECANCELED) fail_sys(res, "poll the local sink");
+    }
+
     void complete_job() {
         const frame_job job = jobs_.front();
+        if (pipes_ && pipes_->stage) stage_drop(job.ring_end);
         jobs_.pop_front();
         ring_.consume(store_reader, static_cast<std::size_t>(job.ring_end - ring_.read_position(store_reader)));
         stored_ = job.offset + job.len;
@@ -1089,6 +1161,7 @@ private:
                 if (child_link* c = link_of(tag_of(cqe))) on_child_poll(cqe.res, *c);
                 return;
             case op::sink_write: return on_sink_write(cqe.res);
+            case op::sink_poll: return on_sink_poll(cqe.res);
             case op::ack_out: return on_ack_out(cqe.res);
             default: return;
         }
@@ -1118,6 +1191,9 @@ private:
 
     std::deque<frame_job> jobs_;
     bool write_inflight_ = false;
+    bool sink_poll_inflight_ = false;
+    // splice mode, a pipe sink: the stage holds wire bytes [stage_lo_, stage_hi_)
+    std::uint64_t stage_lo_ = 0, stage_hi_ = 0;
     std::uint64_t stored_ = 0;
 
     std::array<std::byte, protocol::ack_bytes> ack_out_{};
@@ -1153,24 +1229,29 @@ result<relay_result> run_relay(std::span<const std::uint32_t> children, local_si
                                relay_stats& stats, relay_control& control) {
     auto uring = net::uring::create(ring_entries);
     if (!uring) return std::move(uring).error();
-    // Splice mode forwards to one child through pipes; several children (a tree) or zerocopy
-    // mode send from the ring.
+    // Splice mode forwards to one child through pipes, and receives through them also where a
+    // pipe sink can take the received pages (a leaf, a tree); several children (a tree) or
+    // zerocopy mode send from the ring.
     auto ring = ring_buffer::create(config.buffer_bytes, 2, config.buffer_bytes / 4);
     if (!ring) return std::move(ring).error();
+    struct stat st{};
+    const bool pipe_sink = sink.kind == sink_kind::sequential && ::fstat(sink.fd, &st) == 0 && S_ISFIFO(st.st_mode);
+    // A pipe sink (stdout into a pipeline, --exec) holds 64 KiB by default: writer and reader
+    // then wake each other every 64 KiB. A larger pipe cuts those round trips 16x; best
+    // effort, as a pipe we do not own may refuse it.
+    if (pipe_sink) (void)::fcntl(sink.fd, F_SETPIPE_SZ, 1 << 20);
     std::optional<splice_pipes> pipes;
-    if (children.size() == 1 && config.mode == relay_mode::splice) {
+    if (config.mode == relay_mode::splice && (children.size() == 1 || pipe_sink)) {
         auto in = net::pipe_pair::create(pipe_bytes);
         if (!in) return std::move(in).error();
         auto forward = net::pipe_pair::create(pipe_bytes);
         if (!forward) return std::move(forward).error();
-        pipes = splice_pipes{*std::move(in), *std::move(forward)};
-    }
-    if (sink.kind == sink_kind::sequential) {
-        // A pipe sink (stdout into a pipeline, --exec) holds 64 KiB by default: writer and
-        // reader then wake each other every 64 KiB. A larger pipe cuts those round trips 16x;
-        // best effort, as a pipe we do not own may refuse it.
-        struct stat st{};
-        if (::fstat(sink.fd, &st) == 0 && S_ISFIFO(st.st_mode)) (void)::fcntl(sink.fd, F_SETPIPE_SZ, 1 << 20);
+        pipes = splice_pipes{*std::move(in), *std::move(forward), std::nullopt};
+        if (pipe_sink) {
+            auto stage = net::pipe_pair::create(pipe_bytes);
+            if (!stage) return std::move(stage).error();
+            pipes->stage = *std::move(stage);
+        }
     }
     relay_node node{*std::move(uring), *std::move(ring), std::move(pipes), children, sink, config, stats, control};
     return node.run();

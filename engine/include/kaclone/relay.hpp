@@ -27,7 +27,8 @@ namespace kaclone {
 // path; which is faster depends on the NIC and kernel: bench/RESULTS.md has the figures.
 enum class relay_mode : std::uint8_t {
     splice = 0,    // socket -> pipe (splice), tee into a second pipe -> child socket (splice):
-                   // pages move, no copy; the first pipe is read for the local copy
+                   // pages move, no copy; the first pipe is read for the local copy (a pipe
+                   // sink gets the pages too, teed into a third pipe, once they are verified)
     zerocopy = 1,  // socket -> ring buffer (the local copy), ring -> child with SEND_ZC
 };
 
@@ -84,6 +85,9 @@ struct relay_stats {
     std::atomic<std::uint64_t> held_since_ns{0};      // start of the hold in progress; 0: none
     std::atomic<std::uint64_t> sink_busy_ns{0};       // time with a write to the local sink in flight (ended writes)
     std::atomic<std::uint64_t> sink_write_since_ns{0};  // start of the write in flight; 0: none
+    // Splice mode with a pipe for a sink: payload spliced to it from the received pages (the
+    // rest was written from the ring: while the sink was slow, or in zerocopy mode).
+    std::atomic<std::uint64_t> sink_spliced_bytes{0};
 };
 
 // Steady-clock nanoseconds, the time base of relay_stats.
