@@ -634,16 +634,116 @@ private:
 
 // ---------------------------------------------------------------- relay / leaf
 
-// splice mode's pipes (see relay_node::pump_splice): parent -> `in` -> tee -> `forward` ->
-// child; what was teed is read from `in` into the ring for the frame check and the retention.
-// With a pipe for a sink, `in` is also teed to `stage`, and verified payload goes from there
-// to the sink by splice: the sink gets the received pages, not a copy of the ring.
-struct splice_pipes {
-    net::pipe_pair in, forward;
-    std::optional<net::pipe_pair> stage;
+constexpr std::size_t pipe_bytes = 1u << 20;
+
+// What a pipe sink is still to get, held as the received pages themselves: runs of the wire,
+// oldest first, each in a pipe of its own (a run longer than a pipe holds goes on in the
+// next). A pipe counts 256 buffers of any fill, about 1 MiB of received pages, and a frame is
+// held whole until it is verified, with the sink some frames behind: so one pipe per MiB of
+// `limit` bytes held at most. What arrives while the stage is full is in the ring only, and
+// goes to the sink from there.
+class sink_stage {
+public:
+    // A quarter of --buffer, at most 16 MiB: enough on this project's benchmarks for nearly
+    // every byte to be spliced while the sink keeps up (bench/RESULTS.md).
+    static std::uint64_t limit_for(std::uint64_t buffer_bytes) noexcept { return std::min<std::uint64_t>(buffer_bytes / 4, 16u << 20); }
+
+    static result<sink_stage> create(std::uint64_t limit) {
+        sink_stage s;
+        s.limit_ = limit;
+        const std::size_t count = std::max<std::size_t>(2, static_cast<std::size_t>((limit + pipe_bytes - 1) / pipe_bytes));
+        for (std::size_t i = 0; i < count; ++i) {
+            auto p = net::pipe_pair::create(pipe_bytes);
+            if (!p) return std::move(p).error();
+            s.pipes_.push_back(*std::move(p));
+        }
+        return s;
+    }
+
+    bool empty() const noexcept { return parts_.empty(); }
+    // The oldest run's part: wire bytes [front_lo, front_hi). Only when not empty.
+    std::uint64_t front_lo() const noexcept { return parts_.front().lo; }
+    std::uint64_t front_hi() const noexcept { return parts_.front().hi; }
+
+    // Tees up to `n` bytes from the head of pipe `from`, wire position `at`: behind the newest
+    // run if it ends there, else as a new run. Bytes teed (0: no room), or -errno.
+    ssize_t append(int from, std::uint64_t at, std::size_t n) {
+        if (held_ >= limit_) return 0;
+        n = static_cast<std::size_t>(std::min<std::uint64_t>(n, limit_ - held_));
+        for (;;) {
+            if (parts_.empty() || parts_.back().full || parts_.back().hi != at) {
+                if (parts_.size() == pipes_.size()) return 0;
+                parts_.push_back({parts_.empty() ? next_ : (parts_.back().pipe + 1) % pipes_.size(), at, at, false});
+            }
+            part& back = parts_.back();
+            const ssize_t teed = ::tee(from, pipes_[back.pipe].write_end(), n, SPLICE_F_NONBLOCK);
+            if (teed > 0) {
+                back.hi += static_cast<std::uint64_t>(teed);
+                held_ += static_cast<std::uint64_t>(teed);
+                return teed;
+            }
+            const int e = teed == 0 ? EIO : errno;
+            if (back.lo == back.hi) {  // it took nothing: no room for these pages, the part goes again
+                next_ = back.pipe;
+                parts_.pop_back();
+                return e == EAGAIN ? 0 : -e;
+            }
+            if (e != EAGAIN) return -e;
+            back.full = true;  // the next pipe takes what follows
+        }
+    }
+
+    // Splices up to `n` bytes from the front into pipe `to`, without waiting: bytes, or -errno.
+    ssize_t splice_to(int to, std::size_t n) {
+        const part& front = parts_.front();
+        const ssize_t moved = ::splice(pipes_[front.pipe].read_end(), nullptr, to, nullptr,
+                                       static_cast<std::size_t>(std::min<std::uint64_t>(n, front.hi - front.lo)),
+                                       SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (moved < 0) return -errno;
+        consumed(static_cast<std::uint64_t>(moved));
+        return moved;
+    }
+
+    // Reads off and forgets up to `n` bytes from the front (a frame header, a tag; at most
+    // 256 bytes a call): bytes, or -errno.
+    ssize_t drop(std::size_t n) {
+        std::array<std::byte, 256> scratch;
+        const part& front = parts_.front();
+        const ssize_t got = ::read(pipes_[front.pipe].read_end(), scratch.data(),
+                                   static_cast<std::size_t>(std::min<std::uint64_t>({n, front.hi - front.lo, scratch.size()})));
+        if (got < 0) return -errno;
+        if (got == 0) return -EPIPE;
+        consumed(static_cast<std::uint64_t>(got));
+        return got;
+    }
+
+private:
+    struct part {
+        std::size_t pipe;
+        std::uint64_t lo, hi;  // the wire bytes in that pipe
+        bool full;             // it took no more: the run goes on in the next pipe
+    };
+    void consumed(std::uint64_t n) noexcept {
+        held_ -= n;
+        if ((parts_.front().lo += n) < parts_.front().hi) return;
+        next_ = (parts_.front().pipe + 1) % pipes_.size();
+        parts_.pop_front();
+    }
+
+    std::vector<net::pipe_pair> pipes_;
+    std::deque<part> parts_;  // oldest first, in pipes that follow each other round the vector
+    std::size_t next_ = 0;    // the pipe a part starts in when there is none
+    std::uint64_t limit_ = 0, held_ = 0;
 };
 
-constexpr std::size_t pipe_bytes = 1u << 20;
+// splice mode's pipes (see relay_node::pump_splice): parent -> `in` -> tee -> `forward` ->
+// child; what was teed is read from `in` into the ring for the frame check and the retention.
+// With a pipe for a sink, `in` is also teed to the stage, and verified payload goes from
+// there to the sink by splice: the sink gets the received pages, not a copy of the ring.
+struct splice_pipes {
+    net::pipe_pair in, forward;
+    std::optional<sink_stage> stage;
+};
 
 class relay_node : node_base {
 public:
@@ -908,46 +1008,41 @@ private:
             forward_bytes_ += take;
             c->sent_pos += take;
         }
-        stage_in(take);
-        for (std::size_t left = take; left > 0;) {
-            const auto into = ring_.writable(left);
-            const ssize_t n = ::read(pipes_->in.read_end(), into.data(), into.size());
-            if (n < 0 && errno == EINTR) continue;
-            if (n <= 0) {
-                fail_sys(n == 0 ? -EPIPE : -errno, "read the received bytes from the pipe");
-                return false;
+        // Read into the ring; with a pipe sink, each part is first teed to its stage, as much
+        // as it takes (a slow sink leaves no room: those bytes go to the sink from the ring).
+        for (std::size_t left = take; left > 0 && !error_;) {
+            std::size_t part = left;
+            if (pipes_->stage) {
+                const ssize_t staged = pipes_->stage->append(pipes_->in.read_end(), ring_.write_position(), left);
+                if (staged < 0 && staged != -EINTR) fail_sys(static_cast<int>(staged), "tee the received bytes to the sink's pipe");
+                if (staged > 0) part = static_cast<std::size_t>(staged);
             }
-            ring_.commit(static_cast<std::size_t>(n));
-            left -= static_cast<std::size_t>(n);
-            in_bytes_ -= static_cast<std::size_t>(n);
+            while (part > 0 && !error_) {
+                const auto into = ring_.writable(part);
+                const ssize_t n = ::read(pipes_->in.read_end(), into.data(), into.size());
+                if (n < 0 && errno == EINTR) continue;
+                if (n <= 0) {
+                    fail_sys(n == 0 ? -EPIPE : -errno, "read the received bytes from the pipe");
+                    break;
+                }
+                ring_.commit(static_cast<std::size_t>(n));
+                part -= static_cast<std::size_t>(n);
+                left -= static_cast<std::size_t>(n);
+                in_bytes_ -= static_cast<std::size_t>(n);
+            }
         }
+        if (error_) return false;
         parse();
         return true;
-    }
-
-    // The bytes about to be read from the in pipe, teed to the stage too while it holds one
-    // run of the wire ending right here (or nothing). When the stage is full (a slow sink),
-    // those bytes are written from the ring instead, and the stage starts again once empty.
-    void stage_in(std::size_t take) {
-        if (!pipes_ || !pipes_->stage || error_) return;
-        const std::uint64_t at = ring_.write_position();  // where the in pipe's bytes begin
-        if (stage_lo_ == stage_hi_) stage_lo_ = stage_hi_ = at;
-        if (stage_hi_ != at) return;
-        const ssize_t teed = ::tee(pipes_->in.read_end(), pipes_->stage->write_end(), take, SPLICE_F_NONBLOCK);
-        if (teed > 0) stage_hi_ += static_cast<std::uint64_t>(teed);
-        else if (teed == 0 || (errno != EAGAIN && errno != EINTR))
-            fail_sys(teed == 0 ? -EIO : -errno, "tee the received bytes to the sink's pipe");
     }
 
     // Drops from the stage what the sink does not get (frame headers, tags, the end frame)
     // up to wire position `to`.
     void stage_drop(std::uint64_t to) {
-        std::array<std::byte, 256> scratch;
-        while (stage_lo_ < std::min(to, stage_hi_) && !error_) {
-            const auto n = std::min<std::uint64_t>(std::min(to, stage_hi_) - stage_lo_, scratch.size());
-            const ssize_t got = ::read(pipes_->stage->read_end(), scratch.data(), static_cast<std::size_t>(n));
-            if (got > 0) stage_lo_ += static_cast<std::uint64_t>(got);
-            else if (got == 0 || errno != EINTR) fail_sys(got == 0 ? -EPIPE : -errno, "read the sink's pipe");
+        sink_stage& stage = *pipes_->stage;
+        while (!stage.empty() && stage.front_lo() < to && !error_) {
+            const ssize_t got = stage.drop(static_cast<std::size_t>(std::min(to, stage.front_hi()) - stage.front_lo()));
+            if (got < 0 && got != -EINTR) fail_sys(static_cast<int>(got), "read the sink's pipe");
         }
     }
 
@@ -1054,13 +1149,14 @@ private:
                 continue;
             }
             if (pipes_ && pipes_->stage) {
+                const sink_stage& stage = *pipes_->stage;
                 const std::uint64_t at = job.pos + start;
                 stage_drop(at);
-                if (stage_lo_ == at && stage_hi_ > at) {
-                    splice_sink(job, std::min(len, stage_hi_ - at));
+                if (!stage.empty() && stage.front_lo() == at) {
+                    splice_sink(job, std::min(len, stage.front_hi() - at));
                     continue;
                 }
-                if (stage_lo_ > at && stage_lo_ < stage_hi_) len = std::min(len, stage_lo_ - at);  // up to the stage's run
+                if (!stage.empty()) len = std::min(len, stage.front_lo() - at);  // up to the stage's oldest run
             }
             const auto bytes = ring_.at(job.pos + start, static_cast<std::size_t>(len));
             const std::uint64_t offset = sink_.kind == sink_kind::sequential ? ~0ull : job.offset + start;
@@ -1084,16 +1180,14 @@ private:
 
     // Stage -> sink, without waiting: EAGAIN arms a poll for room in the sink's pipe.
     void splice_sink(frame_job& job, std::uint64_t len) {
-        const ssize_t n = ::splice(pipes_->stage->read_end(), nullptr, sink_.fd, nullptr, static_cast<std::size_t>(len),
-                                   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        const ssize_t n = pipes_->stage->splice_to(sink_.fd, static_cast<std::size_t>(len));
         if (n > 0) {
             job.done += static_cast<std::uint64_t>(n);
-            stage_lo_ += static_cast<std::uint64_t>(n);
             stats_.sink_spliced_bytes.fetch_add(static_cast<std::uint64_t>(n), std::memory_order_relaxed);
             return;
         }
-        if (n < 0 && errno == EINTR) return;
-        if (n < 0 && errno == EAGAIN) {
+        if (n == -EINTR) return;
+        if (n == -EAGAIN) {
             auto* sqe = uring_.sqe();
             io_uring_prep_poll_add(sqe, sink_.fd, POLLOUT);
             submit(sqe, op::sink_poll);
@@ -1101,7 +1195,7 @@ private:
             stats_.sink_write_since_ns.store(flow_clock_ns(), std::memory_order_relaxed);
             return;
         }
-        fail_sys(n == 0 ? -EIO : -errno, "write the local sink at offset " + std::to_string(job.offset + job.done));
+        fail_sys(n == 0 ? -EIO : static_cast<int>(n), "write the local sink at offset " + std::to_string(job.offset + job.done));
     }
 
     void on_sink_poll(int res) {
@@ -1192,8 +1286,6 @@ private:
     std::deque<frame_job> jobs_;
     bool write_inflight_ = false;
     bool sink_poll_inflight_ = false;
-    // splice mode, a pipe sink: the stage holds wire bytes [stage_lo_, stage_hi_)
-    std::uint64_t stage_lo_ = 0, stage_hi_ = 0;
     std::uint64_t stored_ = 0;
 
     std::array<std::byte, protocol::ack_bytes> ack_out_{};
@@ -1248,7 +1340,7 @@ result<relay_result> run_relay(std::span<const std::uint32_t> children, local_si
         if (!forward) return std::move(forward).error();
         pipes = splice_pipes{*std::move(in), *std::move(forward), std::nullopt};
         if (pipe_sink) {
-            auto stage = net::pipe_pair::create(pipe_bytes);
+            auto stage = sink_stage::create(sink_stage::limit_for(config.buffer_bytes));
             if (!stage) return std::move(stage).error();
             pipes->stage = *std::move(stage);
         }

@@ -128,8 +128,8 @@ struct chain_run {
     relay_config config;
     std::size_t bytes = 40u << 20;
     std::size_t relay_stall_at = ~std::size_t{0}, leaf_stall_at = ~std::size_t{0};
-    // More than the stage pipe can hold (256 buffers of at most 32 KiB): some of it was only
-    // in the ring.
+    // More than a pipe sink's stage holds (a quarter of --buffer): some of it was only in the
+    // ring.
     std::uint64_t backlog = 12u << 20;
 
     source_data source;
