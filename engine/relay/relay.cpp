@@ -824,6 +824,7 @@ private:
     void attach_parent(int fd) {
         if (auto ok = set_nonblocking(fd); !ok) return fail(std::move(ok).error());
         parent_fd_ = fd;
+        rcvlowat_ = 1;  // the socket's default
         parent_ = parent_state::attached;
         parent_eof_ = false;
         parent_wants_poll_ = false;
@@ -904,6 +905,7 @@ private:
         }
         if (error_) return;
         if (parent_wants_poll_ && !parent_poll_inflight_ && parent_ == parent_state::attached) {
+            batch_intake();
             auto* sqe = uring_.sqe();
             io_uring_prep_poll_add(sqe, parent_fd_, POLLIN);
             submit(sqe, op::parent_in);
@@ -1044,6 +1046,22 @@ private:
             const ssize_t got = stage.drop(static_cast<std::size_t>(std::min(to, stage.front_hi()) - stage.front_lo()));
             if (got < 0 && got != -EINTR) fail_sys(static_cast<int>(got), "read the sink's pipe");
         }
+    }
+
+    // The parent's socket wakes this node once it holds what completes the frame being
+    // received, or batch_bytes, whichever is less (SO_RCVLOWAT): on a link slower than this
+    // node, bytes then come in batches instead of one round of polls and calls per packet.
+    // Never more than the frame needs, so the end of the stream never waits.
+    void batch_intake() {
+        const std::uint64_t available = ring_.write_position() - parse_pos_;
+        std::uint64_t missing = frame_header_bytes > available ? frame_header_bytes - available : 1;
+        if (available >= frame_header_bytes) {
+            const auto h = protocol::decode_frame_header(ring_.at(parse_pos_, frame_header_bytes).first<frame_header_bytes>(), place());
+            if (h && h->frame_bytes() > available) missing = h->frame_bytes() - available;
+        }
+        const int lowat = static_cast<int>(std::min<std::uint64_t>(missing, batch_bytes));
+        if (lowat == rcvlowat_) return;
+        if (::setsockopt(parent_fd_, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof lowat) == 0) rcvlowat_ = lowat;
     }
 
     bool splice_in() {
@@ -1271,6 +1289,8 @@ private:
     std::size_t in_bytes_ = 0;       // splice mode: in the in pipe, not teed yet
     std::size_t forward_bytes_ = 0;  // splice mode: in the forward pipe, not sent to the child yet
     bool parent_wants_poll_ = false, parent_poll_inflight_ = false;
+    static constexpr std::uint64_t batch_bytes = 256u << 10;
+    int rcvlowat_ = 1;  // SO_RCVLOWAT of the parent's socket
     // buffer_ahead: since the piped child's pipe was first full and has not been empty again
     std::uint64_t pipe_full_since_ = 0;
     static constexpr std::uint64_t buffer_ahead_after_ns = 100'000'000;
