@@ -673,7 +673,7 @@ public:
         for (;;) {
             if (parts_.empty() || parts_.back().full || parts_.back().hi != at) {
                 if (parts_.size() == pipes_.size()) return 0;
-                parts_.push_back({parts_.empty() ? next_ : (parts_.back().pipe + 1) % pipes_.size(), at, at, false});
+                parts_.push_back({parts_.empty() ? 0 : (parts_.back().pipe + 1) % pipes_.size(), at, at, false});
             }
             part& back = parts_.back();
             const ssize_t teed = ::tee(from, pipes_[back.pipe].write_end(), n, SPLICE_F_NONBLOCK);
@@ -684,7 +684,6 @@ public:
             }
             const int e = teed == 0 ? EIO : errno;
             if (back.lo == back.hi) {  // it took nothing: no room for these pages, the part goes again
-                next_ = back.pipe;
                 parts_.pop_back();
                 return e == EAGAIN ? 0 : -e;
             }
@@ -725,14 +724,13 @@ private:
     };
     void consumed(std::uint64_t n) noexcept {
         held_ -= n;
-        if ((parts_.front().lo += n) < parts_.front().hi) return;
-        next_ = (parts_.front().pipe + 1) % pipes_.size();
-        parts_.pop_front();
+        if ((parts_.front().lo += n) == parts_.front().hi) parts_.pop_front();
     }
 
     std::vector<net::pipe_pair> pipes_;
-    std::deque<part> parts_;  // oldest first, in pipes that follow each other round the vector
-    std::size_t next_ = 0;    // the pipe a part starts in when there is none
+    // Oldest first, in pipes that follow each other round the vector (all others are empty,
+    // so with no part any pipe can take the first).
+    std::deque<part> parts_;
     std::uint64_t limit_ = 0, held_ = 0;
 };
 
@@ -1038,8 +1036,8 @@ private:
         return true;
     }
 
-    // Drops from the stage what the sink does not get (frame headers, tags, the end frame)
-    // up to wire position `to`.
+    // Drops from the stage what the sink does not get (frame headers and tags) up to wire
+    // position `to`: the next payload's. What follows the last one stays in it to the end.
     void stage_drop(std::uint64_t to) {
         sink_stage& stage = *pipes_->stage;
         while (!stage.empty() && stage.front_lo() < to && !error_) {
@@ -1054,11 +1052,11 @@ private:
     // Never more than the frame needs, so the end of the stream never waits.
     void batch_intake() {
         const std::uint64_t available = ring_.write_position() - parse_pos_;
-        std::uint64_t missing = frame_header_bytes > available ? frame_header_bytes - available : 1;
-        if (available >= frame_header_bytes) {
-            const auto h = protocol::decode_frame_header(ring_.at(parse_pos_, frame_header_bytes).first<frame_header_bytes>(), place());
-            if (h && h->frame_bytes() > available) missing = h->frame_bytes() - available;
-        }
+        std::uint64_t missing = 1;
+        if (available < frame_header_bytes) missing = frame_header_bytes - available;
+        else if (const auto h = protocol::decode_frame_header(ring_.at(parse_pos_, frame_header_bytes).first<frame_header_bytes>(), {});
+                 h && h->frame_bytes() > available)  // a bad header: parse() has said so
+            missing = h->frame_bytes() - available;
         const int lowat = static_cast<int>(std::min<std::uint64_t>(missing, batch_bytes));
         if (lowat == rcvlowat_) return;
         if (::setsockopt(parent_fd_, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof lowat) == 0) rcvlowat_ = lowat;
@@ -1226,7 +1224,6 @@ private:
 
     void complete_job() {
         const frame_job job = jobs_.front();
-        if (pipes_ && pipes_->stage) stage_drop(job.ring_end);
         jobs_.pop_front();
         ring_.consume(store_reader, static_cast<std::size_t>(job.ring_end - ring_.read_position(store_reader)));
         stored_ = job.offset + job.len;

@@ -28,7 +28,7 @@ namespace kaclone {
 enum class relay_mode : std::uint8_t {
     splice = 0,    // socket -> pipe (splice), tee into a second pipe -> child socket (splice):
                    // pages move, no copy; the first pipe is read for the local copy (a pipe
-                   // sink gets the pages too, teed into a third pipe, once they are verified)
+                   // sink gets the pages too, teed into a stage of pipes, once verified)
     zerocopy = 1,  // socket -> ring buffer (the local copy), ring -> child with SEND_ZC
 };
 
