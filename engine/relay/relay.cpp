@@ -1330,6 +1330,10 @@ result<relay_result> run_source(int source_fd, std::span<const std::uint32_t> ch
     if (!ring) return std::move(ring).error();
     if (ring->capacity() < 2 * frame_bytes)
         return error{make_error_code(kaclone::errc::out_of_range), "--buffer must hold two frames"};
+    // A pipe source (`tar c ... | kaclone serve --source -`): a 64 KiB pipe makes its writer
+    // and this node take turns for every 64 KiB; with 1 MiB the writer runs ahead in batches.
+    struct stat st{};
+    if (::fstat(source_fd, &st) == 0 && S_ISFIFO(st.st_mode)) (void)::fcntl(source_fd, F_SETPIPE_SZ, 1 << 20);
     source_node node{*std::move(uring), *std::move(ring), source_fd, children, config, stats, control};
     return node.run();
 }
