@@ -30,6 +30,16 @@ int uring::submit_and_wait() noexcept {
     return rc < 0 ? rc : 0;
 }
 
+int uring::submit_and_wait_for(std::chrono::milliseconds timeout) noexcept {
+    const auto secs = std::chrono::duration_cast<std::chrono::seconds>(timeout);
+    __kernel_timespec ts{.tv_sec = secs.count(), .tv_nsec = std::chrono::nanoseconds(timeout - secs).count()};
+    io_uring_cqe* cqe = nullptr;
+    int rc;
+    do rc = io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &ts, nullptr);
+    while (rc == -EINTR);
+    return rc < 0 ? rc : 0;
+}
+
 result<pipe_pair> pipe_pair::create(std::size_t capacity_bytes) {
     int fds[2];
     if (::pipe2(fds, O_CLOEXEC) != 0) return last_sys_error("pipe2");

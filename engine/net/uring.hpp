@@ -2,6 +2,7 @@
 // to the engine: only the relay's data plane uses them.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 
 #include <liburing.h>
@@ -29,6 +30,8 @@ public:
     io_uring_sqe* sqe() noexcept;
     // Submits queued SQEs and waits for at least one CQE; a negative errno value on failure.
     int submit_and_wait() noexcept;
+    // The same, waiting at most `timeout`: -ETIME when no CQE came in that time.
+    int submit_and_wait_for(std::chrono::milliseconds timeout) noexcept;
     io_uring* get() noexcept { return &ring_; }
 
 private:

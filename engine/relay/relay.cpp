@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <cstring>
 #include <deque>
 #include <list>
@@ -380,7 +381,7 @@ protected:
         }
         c.send_inflight = false;
         const bool notification_follows = cqe.flags & IORING_CQE_F_MORE;
-        if (notification_follows) ++inflight_;
+        if (notification_follows) expect_notification();
         if (c.st != child_link::state::live) {
             c.zc_pending.clear();  // its reader is gone: the notifications release nothing
             return;
@@ -441,12 +442,36 @@ protected:
         auto* sqe = uring_.sqe();
         io_uring_prep_cancel(sqe, nullptr, IORING_ASYNC_CANCEL_ANY | IORING_ASYNC_CANCEL_ALL);
         submit(sqe, op::cancel);
+        bool reset = false;
         while (inflight_ > 0) {
-            if (uring_.submit_and_wait() < 0) break;
+            // Once only SEND_ZC notifications are left they come as the children's TCP
+            // acknowledgements free the bytes. A child that stopped reading (frozen, or failed
+            // with its socket still open) frees none: after `notification_linger` without one
+            // its connection is reset, which purges the bytes and so posts the notifications.
+            const int rc = inflight_ > notifications_ ? uring_.submit_and_wait() : uring_.submit_and_wait_for(notification_linger);
+            if (rc == -ETIME && !reset) {
+                reset = true;
+                for (const auto& c : children_) disconnect(c.fd);
+                continue;
+            }
+            // After a reset the kernel still holds what it did not free: those pages are pinned,
+            // so giving up the wait frees nothing it still reads.
+            if (rc < 0) break;
             reap([this](const io_uring_cqe& cqe) {
-                if (kind_of(cqe) == op::child_out && (cqe.flags & IORING_CQE_F_MORE)) ++inflight_;
+                if (kind_of(cqe) == op::child_out && (cqe.flags & IORING_CQE_F_MORE)) expect_notification();
             });
         }
+    }
+    static constexpr std::chrono::milliseconds notification_linger{2000};
+    // Resets a TCP connection from our side (AF_UNSPEC: tcp_disconnect), dropping what it queued.
+    static void disconnect(int fd) noexcept {
+        if (fd < 0) return;
+        const sockaddr unspec{.sa_family = AF_UNSPEC, .sa_data = {}};
+        [[maybe_unused]] const int rc = ::connect(fd, &unspec, sizeof unspec);
+    }
+    void expect_notification() noexcept {
+        ++inflight_;
+        ++notifications_;
     }
 
     // Handles every completion that is ready.
@@ -457,6 +482,7 @@ protected:
         io_uring_for_each_cqe(uring_.get(), head, cqe) {
             ++seen;
             --inflight_;
+            if (cqe->flags & IORING_CQE_F_NOTIF) --notifications_;
             handle(*cqe);
         }
         io_uring_cq_advance(uring_.get(), seen);
@@ -468,7 +494,7 @@ protected:
             case op::wake: on_wake(cqe.res); return true;
             case op::child_out:
                 if (child_link* c = link_of(tag_of(cqe))) on_forward(cqe, *c);
-                else if (cqe.flags & IORING_CQE_F_MORE) ++inflight_;
+                else if (cqe.flags & IORING_CQE_F_MORE) expect_notification();
                 return true;
             case op::ack_in:
                 if (child_link* c = link_of(tag_of(cqe))) on_ack_in(cqe.res, *c);
@@ -487,6 +513,7 @@ protected:
     std::size_t retain_reader_;
     std::deque<frame_end> frames_;
     unsigned inflight_ = 0;
+    unsigned notifications_ = 0;  // of inflight_: SEND_ZC notifications still to come
     std::optional<error> error_;
     std::uint64_t wake_value_ = 0;
     bool wake_inflight_ = false;

@@ -248,6 +248,34 @@ TEST_P(RelayChain, CorruptFrameNeverReachesASink) {
     }
 }
 
+// A child that stops reading (frozen, or failed with its socket still open) while the
+// source is stopped: the source still returns, and resets that connection rather than wait
+// forever for the kernel to free bytes the child will never acknowledge (zerocopy mode).
+TEST_P(RelayChain, StopReturnsWhileAChildReadsNothing) {
+    auto source = make_source(40u << 20);
+    auto link = tcp_pair();
+    node n;
+    const std::uint32_t to_child[] = {1};
+    n.control->attach_child({1, link[0].get(), 0, 0, false});
+    n.thread = std::thread([&] { n.outcome = run_source(source.fd.get(), to_child, run_.config, n.stats, *n.control); });
+    // Until the ring is full: the child's socket holds all it takes, the rest waits.
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (n.stats.held_since_ns.load() == 0 && std::chrono::steady_clock::now() < until)
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    ASSERT_NE(n.stats.held_since_ns.load(), 0u) << "the source never filled its ring";
+    n.control->stop();
+    n.thread.join();
+    ASSERT_FALSE(n.outcome);
+    EXPECT_EQ(n.outcome.error().message(), "data plane stopped: Operation canceled");
+    // What the child had queued it can still read; then, where its bytes were held for
+    // SEND_ZC, the reset.
+    std::vector<std::byte> chunk(1 << 20);
+    ssize_t got = 0;
+    while ((got = ::read(link[1].get(), chunk.data(), chunk.size())) > 0) {}
+    if (GetParam().mode == relay_mode::zerocopy) EXPECT_EQ(got < 0 ? errno : 0, ECONNRESET);
+    else EXPECT_EQ(got, 0) << "splice mode ends the connection with end of stream";
+}
+
 INSTANTIATE_TEST_SUITE_P(Modes, RelayChain,
                          ::testing::Values(mode_and_key{relay_mode::splice, false}, mode_and_key{relay_mode::splice, true},
                                            mode_and_key{relay_mode::zerocopy, false}, mode_and_key{relay_mode::zerocopy, true}),
