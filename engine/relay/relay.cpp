@@ -95,6 +95,9 @@ enum class op : std::uint64_t {
 };
 
 constexpr std::size_t max_io_bytes = 4u << 20;  // per recv/send/write: large, so syscalls vanish
+// Received bytes are read from a pipe (splice mode) and hashed in parts of this size: each part
+// is still in the cache (L2) when it is hashed, where a whole frame has mostly left it.
+constexpr std::size_t hash_part_bytes = 128u << 10;
 constexpr std::size_t hole_block_bytes = 4096;
 
 // An operation that a signal interrupted (SIGSTOP/SIGCONT of the process, for one: io-wq
@@ -1045,7 +1048,7 @@ private:
                 if (staged > 0) part = static_cast<std::size_t>(staged);
             }
             while (part > 0 && !error_) {
-                const auto into = ring_.writable(part);
+                const auto into = ring_.writable(std::min(part, hash_part_bytes));
                 const ssize_t n = ::read(pipes_->in.read_end(), into.data(), into.size());
                 if (n < 0 && errno == EINTR) continue;
                 if (n <= 0) {
@@ -1056,11 +1059,10 @@ private:
                 part -= static_cast<std::size_t>(n);
                 left -= static_cast<std::size_t>(n);
                 in_bytes_ -= static_cast<std::size_t>(n);
+                parse();  // hashes what was just read, while it is in the cache
             }
         }
-        if (error_) return false;
-        parse();
-        return true;
+        return !error_;
     }
 
     // Drops from the stage what the sink does not get (frame headers and tags) up to wire
@@ -1080,10 +1082,8 @@ private:
     void batch_intake() {
         const std::uint64_t available = ring_.write_position() - parse_pos_;
         std::uint64_t missing = 1;
-        if (available < frame_header_bytes) missing = frame_header_bytes - available;
-        else if (const auto h = protocol::decode_frame_header(ring_.at(parse_pos_, frame_header_bytes).first<frame_header_bytes>(), {});
-                 h && h->frame_bytes() > available)  // a bad header: parse() has said so
-            missing = h->frame_bytes() - available;
+        if (head_ && head_->frame_bytes() > available) missing = head_->frame_bytes() - available;
+        else if (!head_ && available < frame_header_bytes) missing = frame_header_bytes - available;
         const int lowat = static_cast<int>(std::min<std::uint64_t>(missing, batch_bytes));
         if (lowat == rcvlowat_) return;
         if (::setsockopt(parent_fd_, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof lowat) == 0) rcvlowat_ = lowat;
@@ -1111,39 +1111,67 @@ private:
 
     std::string place() const { return "stream 0 at offset " + std::to_string(next_offset_); }
 
-    // Verifies every complete frame after parse_pos_ and queues its payload for the sink.
+    // The header of the frame at parse_pos_, once all of it is in: decoded and checked (it must
+    // fit the ring and be the next offset) into head_. False: not in yet, or failed.
+    bool take_header(std::uint64_t available) {
+        if (available < frame_header_bytes) return false;
+        if (end_verified_) {
+            fail(error{make_error_code(protocol::errc::bad_field), "data after the end of the stream"});
+            return false;
+        }
+        auto h = protocol::decode_frame_header(ring_.at(parse_pos_, frame_header_bytes).first<frame_header_bytes>(), place());
+        if (!h) {
+            fail(std::move(h).error());
+            return false;
+        }
+        if (h->tagged != (config_.signer != nullptr)) {
+            fail(error{make_error_code(protocol::errc::unauthenticated),
+                       place() + (h->tagged ? ": a tagged frame on a session without a key" : ": an untagged frame on a session with a key")});
+            return false;
+        }
+        if (h->frame_bytes() > ring_.capacity() / 2) {
+            fail(error{make_error_code(protocol::errc::oversized),
+                       place() + ": frame of " + std::to_string(h->frame_bytes()) + " bytes does not fit --buffer"});
+            return false;
+        }
+        if (h->offset != next_offset_) {
+            fail(error{make_error_code(protocol::errc::bad_field), place() + ": frame claims offset " + std::to_string(h->offset)});
+            return false;
+        }
+        head_ = *h;
+        hasher_.reset();
+        hashed_ = 0;
+        return true;
+    }
+
+    // Verifies every complete frame after parse_pos_ and queues its payload for the sink. The
+    // frame being received has its header checked once, as soon as it is in, and its payload
+    // hashed as far as it has come: called after every read, so each part is hashed while it
+    // is still in the cache.
     void parse() {
         while (!error_) {
             const std::uint64_t available = ring_.write_position() - parse_pos_;
-            if (available < frame_header_bytes) return;
-            if (end_verified_) return fail(error{make_error_code(protocol::errc::bad_field), "data after the end of the stream"});
-            auto h = protocol::decode_frame_header(ring_.at(parse_pos_, frame_header_bytes).first<frame_header_bytes>(), place());
-            if (!h) return fail(std::move(h).error());
-            if (h->tagged != (config_.signer != nullptr))
-                return fail(error{make_error_code(protocol::errc::unauthenticated),
-                                  place() + (h->tagged ? ": a tagged frame on a session without a key"
-                                                       : ": an untagged frame on a session with a key")});
-            const std::uint64_t frame_bytes = h->frame_bytes();
-            if (frame_bytes > ring_.capacity() / 2)
-                return fail(error{make_error_code(protocol::errc::oversized),
-                                  place() + ": frame of " + std::to_string(frame_bytes) + " bytes does not fit --buffer"});
+            if (!head_ && !take_header(available)) return;
+            const protocol::frame_header& h = *head_;
+            const std::uint64_t arrived = std::min<std::uint64_t>(available - frame_header_bytes, h.payload_bytes);
+            if (arrived > hashed_) {
+                hasher_.add(ring_.at(parse_pos_ + frame_header_bytes + hashed_, arrived - hashed_));
+                hashed_ = arrived;
+            }
+            const std::uint64_t frame_bytes = h.frame_bytes();
             if (available < frame_bytes) return;
-            if (h->offset != next_offset_)
-                return fail(error{make_error_code(protocol::errc::bad_field),
-                                  place() + ": frame claims offset " + std::to_string(h->offset)});
-            const auto payload = ring_.at(parse_pos_ + frame_header_bytes, h->payload_bytes);
-            if (protocol::payload_checksum(payload) != h->checksum)
-                return fail(error{make_error_code(protocol::errc::bad_checksum), place()});
+            const auto payload = ring_.at(parse_pos_ + frame_header_bytes, h.payload_bytes);
+            if (hasher_.checksum() != h.checksum) return fail(error{make_error_code(protocol::errc::bad_checksum), place()});
             if (config_.signer &&
-                !config_.signer->verify(h->offset, ring_.at(parse_pos_, frame_header_bytes), payload,
-                                        ring_.at(parse_pos_ + frame_header_bytes + h->payload_bytes, protocol::frame_tag_bytes)
+                !config_.signer->verify(h.offset, ring_.at(parse_pos_, frame_header_bytes), payload,
+                                        ring_.at(parse_pos_ + frame_header_bytes + h.payload_bytes, protocol::frame_tag_bytes)
                                             .first<protocol::frame_tag_bytes>()))
                 return fail(error{make_error_code(protocol::errc::bad_tag), place()});
             const std::uint64_t ring_end = parse_pos_ + frame_bytes;
-            if (h->type == protocol::frame_type::data) {
-                digest_.add_frame(h->offset, h->payload_bytes, h->checksum);  // verified above
-                jobs_.push_back({parse_pos_ + frame_header_bytes, h->payload_bytes, next_offset_, ring_end});
-                next_offset_ += h->payload_bytes;
+            if (h.type == protocol::frame_type::data) {
+                digest_.add_frame(h.offset, h.payload_bytes, h.checksum);  // verified above
+                jobs_.push_back({parse_pos_ + frame_header_bytes, h.payload_bytes, next_offset_, ring_end});
+                next_offset_ += h.payload_bytes;
                 frames_.push_back({ring_end, next_offset_, false});
             } else {
                 const auto end = protocol::decode_end_payload(payload.first<protocol::end_payload_bytes>());
@@ -1158,6 +1186,7 @@ private:
                 total_ = next_offset_;
                 end_verified_ = true;
             }
+            head_.reset();
             parse_pos_ = ring_end;
         }
     }
@@ -1322,6 +1351,9 @@ private:
     bool parent_eof_ = false;
 
     std::uint64_t parse_pos_ = 0;
+    std::optional<protocol::frame_header> head_;  // of the frame at parse_pos_, once checked
+    protocol::payload_hasher hasher_;              // its payload's first hashed_ bytes
+    std::uint64_t hashed_ = 0;
     std::uint64_t next_offset_ = 0;
     std::uint64_t total_ = 0;
     bool end_verified_ = false;

@@ -2,9 +2,11 @@
 // for truncated, oversized, corrupted and foreign input.
 #include <kaclone/protocol.hpp>
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 #include <random>
+#include <vector>
 
 #include <gtest/gtest.h>
 #include <xxhash.h>
@@ -83,6 +85,28 @@ TEST(EndPayload, RoundTrips) {
     EXPECT_EQ(back.total_bytes, 123456789u);
     EXPECT_EQ(back.digest, p.digest);
     EXPECT_EQ(back.digest.hex(), "ab0000000000000000000000000000cd");
+}
+
+// A payload hashed in parts, however it is cut (in a stripe, across the 256-byte stripes and
+// the 1 KiB blocks XXH3 works in, one byte at a time), has the checksum of the whole; reset()
+// starts a new payload.
+TEST(PayloadHasher, InPartsIsTheChecksumOfTheWhole) {
+    std::vector<std::byte> payload(3u << 20 | 777);
+    std::mt19937_64 rng{7};
+    for (auto& b : payload) b = static_cast<std::byte>(rng());
+    const std::span<const std::byte> all{payload};
+    payload_hasher hasher;
+
+    for (const std::size_t part : {std::size_t{1}, std::size_t{255}, std::size_t{256}, std::size_t{1000}, std::size_t{65536},
+                                   std::size_t{131072 + 13}, all.size()}) {
+        hasher.reset();
+        const auto n = part == 1 ? std::size_t{5000} : all.size();  // one byte at a time: a prefix
+        for (std::size_t at = 0; at < n; at += std::min(part, n - at)) hasher.add(all.subspan(at, std::min(part, n - at)));
+        EXPECT_EQ(hasher.checksum(), payload_checksum(all.first(n))) << "parts of " << part << " bytes";
+    }
+    hasher.reset();
+    EXPECT_EQ(hasher.checksum(), payload_checksum({})) << "after reset, nothing added";
+    EXPECT_EQ(hasher.checksum(), XXH3_64bits(nullptr, 0));
 }
 
 // The digest is XXH3-128 over 20-byte entries (u64 offset, u32 length, u64 checksum, LE):

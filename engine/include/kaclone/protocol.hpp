@@ -89,6 +89,23 @@ result<frame_header> decode_frame_header(std::span<const std::byte, frame_header
 
 std::uint64_t payload_checksum(std::span<const std::byte> payload) noexcept;
 
+// payload_checksum() of a payload that arrives in parts: fed each part while it is still in
+// the cache (right after it was read), instead of the whole payload once it is complete,
+// when most of it has left the cache.
+class payload_hasher {
+public:
+    payload_hasher();
+    ~payload_hasher();
+    payload_hasher(const payload_hasher&) = delete;
+    payload_hasher& operator=(const payload_hasher&) = delete;
+    void reset() noexcept;
+    void add(std::span<const std::byte> part) noexcept;
+    std::uint64_t checksum() const noexcept;  // of every part added since reset()
+
+private:
+    void* state_;  // XXH3_state_t, kept out of this header
+};
+
 void encode_end_payload(const end_payload& p, std::span<std::byte, end_payload_bytes> out) noexcept;
 end_payload decode_end_payload(std::span<const std::byte, end_payload_bytes> in) noexcept;
 
