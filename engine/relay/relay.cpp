@@ -107,6 +107,17 @@ bool interrupted(int res) noexcept {
     return res == -EINTR || res == -EAGAIN || res == -erestartsys || res == -erestartnointr || res == -erestartnohand;
 }
 
+// A pipe we were handed (`tar c ... | kaclone serve --source -`, a sink into a pipeline or
+// --exec) holds 64 KiB by default: its writer and reader then wake each other every 64 KiB.
+// 1 MiB cuts those round trips 16x; best effort, as a pipe we do not own may refuse it. False
+// if `fd` is no pipe.
+bool grow_if_pipe(int fd) noexcept {
+    struct stat st{};
+    if (::fstat(fd, &st) != 0 || !S_ISFIFO(st.st_mode)) return false;
+    (void)::fcntl(fd, F_SETPIPE_SZ, 1 << 20);
+    return true;
+}
+
 bool all_zero(const std::byte* p, std::size_t n) noexcept {
     // memcmp against itself shifted by 1 byte: zero iff every byte equals the first, which is 0.
     return n == 0 || (p[0] == std::byte{0} && std::memcmp(p, p + 1, n - 1) == 0);
@@ -1389,10 +1400,7 @@ result<relay_result> run_source(int source_fd, std::span<const std::uint32_t> ch
     if (!ring) return std::move(ring).error();
     if (ring->capacity() < 2 * frame_bytes)
         return error{make_error_code(kaclone::errc::out_of_range), "--buffer must hold two frames"};
-    // A pipe source (`tar c ... | kaclone serve --source -`): a 64 KiB pipe makes its writer
-    // and this node take turns for every 64 KiB; with 1 MiB the writer runs ahead in batches.
-    struct stat st{};
-    if (::fstat(source_fd, &st) == 0 && S_ISFIFO(st.st_mode)) (void)::fcntl(source_fd, F_SETPIPE_SZ, 1 << 20);
+    grow_if_pipe(source_fd);
     source_node node{*std::move(uring), *std::move(ring), source_fd, children, config, stats, control};
     return node.run();
 }
@@ -1406,12 +1414,7 @@ result<relay_result> run_relay(std::span<const std::uint32_t> children, local_si
     // zerocopy mode send from the ring.
     auto ring = ring_buffer::create(config.buffer_bytes, 2, config.buffer_bytes / 4);
     if (!ring) return std::move(ring).error();
-    struct stat st{};
-    const bool pipe_sink = sink.kind == sink_kind::sequential && ::fstat(sink.fd, &st) == 0 && S_ISFIFO(st.st_mode);
-    // A pipe sink (stdout into a pipeline, --exec) holds 64 KiB by default: writer and reader
-    // then wake each other every 64 KiB. A larger pipe cuts those round trips 16x; best
-    // effort, as a pipe we do not own may refuse it.
-    if (pipe_sink) (void)::fcntl(sink.fd, F_SETPIPE_SZ, 1 << 20);
+    const bool pipe_sink = sink.kind == sink_kind::sequential && grow_if_pipe(sink.fd);
     std::optional<splice_pipes> pipes;
     if (config.mode == relay_mode::splice && (children.size() == 1 || pipe_sink)) {
         auto in = net::pipe_pair::create(pipe_bytes);
