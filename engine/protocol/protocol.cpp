@@ -23,6 +23,8 @@ XXH64_hash_t xxh3_64(const void* data, std::size_t bytes) noexcept {
 #endif
 }
 
+XXH3_state_t* xxh3(const xxh3_state& s) noexcept { return static_cast<XXH3_state_t*>(s.get()); }
+
 void xxh3_64_update(XXH3_state_t* state, const void* data, std::size_t bytes) noexcept {
 #if defined(__x86_64__)
     XXH3_64bits_update_dispatch(state, data, bytes);
@@ -449,16 +451,12 @@ std::uint64_t payload_checksum(std::span<const std::byte> payload) noexcept {
     return xxh3_64(payload.data(), payload.size());
 }
 
-payload_hasher::payload_hasher() : state_(XXH3_createState()) {
-    KACLONE_ASSERT(state_ != nullptr);
-    reset();
-}
-payload_hasher::~payload_hasher() { XXH3_freeState(static_cast<XXH3_state_t*>(state_)); }
-void payload_hasher::reset() noexcept { XXH3_64bits_reset(static_cast<XXH3_state_t*>(state_)); }
-void payload_hasher::add(std::span<const std::byte> part) noexcept {
-    xxh3_64_update(static_cast<XXH3_state_t*>(state_), part.data(), part.size());
-}
-std::uint64_t payload_hasher::checksum() const noexcept { return XXH3_64bits_digest(static_cast<XXH3_state_t*>(state_)); }
+xxh3_state::xxh3_state() : state_(XXH3_createState()) { KACLONE_ASSERT(state_ != nullptr); }
+xxh3_state::~xxh3_state() { XXH3_freeState(static_cast<XXH3_state_t*>(state_)); }
+
+void payload_hasher::reset() noexcept { XXH3_64bits_reset(xxh3(state_)); }
+void payload_hasher::add(std::span<const std::byte> part) noexcept { xxh3_64_update(xxh3(state_), part.data(), part.size()); }
+std::uint64_t payload_hasher::checksum() const noexcept { return XXH3_64bits_digest(xxh3(state_)); }
 
 void encode_end_payload(const end_payload& p, std::span<std::byte, end_payload_bytes> out) noexcept {
     put_le<std::uint64_t>(out.data(), p.total_bytes);
@@ -472,21 +470,17 @@ end_payload decode_end_payload(std::span<const std::byte, end_payload_bytes> in)
     return p;
 }
 
-digest_state::digest_state() : state_(XXH3_createState()) {
-    KACLONE_ASSERT(state_ != nullptr);
-    XXH3_128bits_reset(static_cast<XXH3_state_t*>(state_));
-}
-digest_state::~digest_state() { XXH3_freeState(static_cast<XXH3_state_t*>(state_)); }
+digest_state::digest_state() noexcept { XXH3_128bits_reset(xxh3(state_)); }
 void digest_state::add_frame(std::uint64_t offset, std::uint32_t payload_bytes, std::uint64_t checksum) noexcept {
     std::array<std::byte, 20> entry;
     put_le<std::uint64_t>(entry.data(), offset);
     put_le<std::uint32_t>(entry.data() + 8, payload_bytes);
     put_le<std::uint64_t>(entry.data() + 12, checksum);
-    XXH3_128bits_update(static_cast<XXH3_state_t*>(state_), entry.data(), entry.size());
+    XXH3_128bits_update(xxh3(state_), entry.data(), entry.size());
 }
 stream_digest digest_state::digest() const noexcept {
     XXH128_canonical_t canonical;
-    XXH128_canonicalFromHash(&canonical, XXH3_128bits_digest(static_cast<XXH3_state_t*>(state_)));
+    XXH128_canonicalFromHash(&canonical, XXH3_128bits_digest(xxh3(state_)));
     stream_digest d;
     std::memcpy(d.bytes.data(), canonical.digest, 16);
     return d;

@@ -89,21 +89,32 @@ result<frame_header> decode_frame_header(std::span<const std::byte, frame_header
 
 std::uint64_t payload_checksum(std::span<const std::byte> payload) noexcept;
 
+// Owner of one XXH3 streaming state (XXH3_state_t, kept out of this header), for
+// payload_hasher and digest_state.
+class xxh3_state {
+public:
+    xxh3_state();
+    ~xxh3_state();
+    xxh3_state(const xxh3_state&) = delete;
+    xxh3_state& operator=(const xxh3_state&) = delete;
+    void* get() const noexcept { return state_; }
+
+private:
+    void* state_;
+};
+
 // payload_checksum() of a payload that arrives in parts: fed each part while it is still in
 // the cache (right after it was read), instead of the whole payload once it is complete,
 // when most of it has left the cache.
 class payload_hasher {
 public:
-    payload_hasher();
-    ~payload_hasher();
-    payload_hasher(const payload_hasher&) = delete;
-    payload_hasher& operator=(const payload_hasher&) = delete;
+    payload_hasher() noexcept { reset(); }
     void reset() noexcept;
     void add(std::span<const std::byte> part) noexcept;
     std::uint64_t checksum() const noexcept;  // of every part added since reset()
 
 private:
-    void* state_;  // XXH3_state_t, kept out of this header
+    xxh3_state state_;
 };
 
 void encode_end_payload(const end_payload& p, std::span<std::byte, end_payload_bytes> out) noexcept;
@@ -116,15 +127,12 @@ end_payload decode_end_payload(std::span<const std::byte, end_payload_bytes> in)
 // second pass over every byte on every node).
 class digest_state {
 public:
-    digest_state();
-    ~digest_state();
-    digest_state(const digest_state&) = delete;
-    digest_state& operator=(const digest_state&) = delete;
+    digest_state() noexcept;
     void add_frame(std::uint64_t offset, std::uint32_t payload_bytes, std::uint64_t checksum) noexcept;
     stream_digest digest() const noexcept;
 
 private:
-    void* state_;  // XXH3_state_t, kept out of this header
+    xxh3_state state_;
 };
 
 // ---------------------------------------------------------------- control messages
