@@ -6,7 +6,7 @@
 
 // The payload checksum goes through libxxhash's run-time dispatch: its plain XXH3 entry points
 // are built for the distribution's baseline (SSE2); the dispatch ones use AVX2 or AVX-512 where
-// the CPU has them, with the same result (bench/checksum_bench: about twice the bytes per second).
+// the CPU has them, with the same result (bench/checksum_bench, 1 MiB: 13 against 32-41 GB/s).
 #include <xxhash.h>
 #if defined(__x86_64__)
 #include <xxh_x86dispatch.h>
